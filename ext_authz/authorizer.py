@@ -1,0 +1,159 @@
+"""The decision pipeline: route → credential → token → claims → policy → verdict.
+
+Pure and synchronous: it reads the current policy snapshot and key snapshots and
+returns an `Allow` or a `Deny`. The only wait is the rate-limited refetch when a
+token names a key the issuer's snapshot lacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ext_authz.clock import Clock, SystemClock
+from ext_authz.decision import Allow, Decision, Deny
+from ext_authz.errors import DenialReason, Denied
+from ext_authz.keys.jwks import VerificationKey
+from ext_authz.keys.store import KeyProvider
+from ext_authz.policy.claim_headers import claim_headers
+from ext_authz.policy.model import Access, IssuerPolicy, Policy, Route
+from ext_authz.policy.routes import select_route
+from ext_authz.policy.rules import enforce
+from ext_authz.request import RequestView
+from ext_authz.tokens.cache import VerifiedToken, VerifiedTokenCache
+from ext_authz.tokens.claims import check_registered_claims
+from ext_authz.tokens.credentials import bearer_token
+from ext_authz.tokens.format import SignedToken, parse_signed
+from ext_authz.tokens.verify import select_key, verify_signature
+
+log = logging.getLogger("ext_authz.authorizer")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    issuer: IssuerPolicy
+    claims: Mapping[str, Any]
+
+    @property
+    def subject(self) -> str | None:
+        sub = self.claims.get("sub")
+        return sub if isinstance(sub, str) else None
+
+
+class Authorizer:
+    def __init__(
+        self,
+        policy: Callable[[], Policy],
+        keys: KeyProvider,
+        clock: Clock | None = None,
+        cache: VerifiedTokenCache | None = None,
+    ) -> None:
+        self._policy = policy
+        self._keys = keys
+        self._clock = clock or SystemClock()
+        self._cache = cache
+
+    def check(self, request: RequestView) -> Decision:
+        """Decide. Never raises: an unexpected error is a logged deny."""
+        policy = self._policy()
+        try:
+            return self._decide(policy, request)
+        except Exception:
+            log.exception("internal error while deciding; denying")
+            return Deny(DenialReason.INTERNAL_ERROR, policy.realm)
+
+    def _decide(self, policy: Policy, request: RequestView) -> Decision:
+        route = select_route(policy.routes, request)
+        if route is None:
+            return Deny(DenialReason.NO_ROUTE, policy.realm)
+        if route.access is Access.DENY:
+            return Deny(DenialReason.ROUTE_DENY, policy.realm, route=route.name)
+        if route.access is Access.ANONYMOUS:
+            return Allow(route.name, remove=tuple(sorted(policy.identity_headers)))
+        return self._require(policy, route, request)
+
+    def _require(self, policy: Policy, route: Route, request: RequestView) -> Decision:
+        requirement = route.requirement
+        assert requirement is not None
+        identity: Identity | None = None
+        try:
+            token = bearer_token(request.headers)
+            if token is None:
+                raise Denied(DenialReason.TOKEN_MISSING)
+            identity = self.authenticate(policy, token)
+            enforce(requirement, identity.issuer.name, identity.claims)
+        except Denied as denied:
+            return Deny(
+                denied.reason,
+                policy.realm,
+                route=route.name,
+                issuer=identity.issuer.name if identity else None,
+                subject=identity.subject if identity else None,
+                scopes=requirement.scopes,
+                detail=denied.detail,
+            )
+        headers, remove, notes = claim_headers(
+            route.headers, identity.claims, policy.identity_headers
+        )
+        return Allow(
+            route.name,
+            issuer=identity.issuer.name,
+            subject=identity.subject,
+            headers=headers,
+            remove=remove,
+            notes=notes,
+        )
+
+    def authenticate(self, policy: Policy, token: str) -> Identity:
+        """Verify a bearer token against the policy's issuers. Raises `Denied`."""
+        cache = self._cache
+        if cache is not None:
+            hit = cache.get(token)
+            if hit is not None and hit.policy is policy:
+                current = self._keys.current(hit.issuer.name).keys
+                if current is not None and current.holds(hit.key):
+                    return Identity(hit.issuer, hit.claims)
+        signed = parse_signed(token)
+        issuer = self._issuer_of(policy, signed)
+        if signed.alg not in issuer.algorithms:
+            raise Denied(DenialReason.ALGORITHM_NOT_ALLOWED, f"alg {signed.alg}")
+        exp = check_registered_claims(signed.claims, issuer, self._clock.now())
+        key = self._key_for(issuer, signed)
+        verify_signature(signed, key)
+        if cache is not None:
+            cache.put(token, VerifiedToken(policy, issuer, key, signed.claims, exp + issuer.leeway))
+        return Identity(issuer, signed.claims)
+
+    @staticmethod
+    def _issuer_of(policy: Policy, signed: SignedToken) -> IssuerPolicy:
+        iss = signed.claims.get("iss")
+        if iss is None:
+            raise Denied(DenialReason.ISSUER_MISSING)
+        if not isinstance(iss, str):
+            raise Denied(DenialReason.CLAIM_TYPE_INVALID, "'iss' is not a string")
+        issuer = policy.issuers_by_iss.get(iss)
+        if issuer is None:
+            raise Denied(DenialReason.ISSUER_UNKNOWN)
+        return issuer
+
+    def _key_for(self, issuer: IssuerPolicy, signed: SignedToken) -> VerificationKey:
+        snapshot = self._keys.current(issuer.name)
+        if snapshot.keys is not None:
+            try:
+                return select_key(snapshot.keys, signed)
+            except Denied as denied:
+                if denied.reason is not DenialReason.KEY_UNKNOWN or not issuer.source.is_remote:
+                    raise
+                first_miss: Denied | None = denied
+        else:
+            first_miss = None
+        if not issuer.source.is_remote:
+            raise Denied(DenialReason.KEYS_UNAVAILABLE, "no keys")
+        refreshed = self._keys.refetch(issuer.name)
+        if refreshed is not None and refreshed.keys is not None:
+            return select_key(refreshed.keys, signed)
+        if first_miss is not None:
+            raise first_miss
+        raise Denied(DenialReason.KEYS_UNAVAILABLE, f"issuer '{issuer.name}' has no keys")

@@ -1,0 +1,80 @@
+"""The `ext-authz` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ext_authz import __version__
+from ext_authz.log import configure
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ext-authz", description="External authorization server for Envoy."
+    )
+    parser.add_argument("--version", action="version", version=f"ext-authz {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve Envoy's Authorization and gRPC Health")
+    serve.add_argument("--config", required=True, type=Path, help="the policy file")
+    serve.add_argument("--listen", default="0.0.0.0:9001", help="HOST:PORT (default %(default)s)")
+    serve.add_argument("--workers", type=int, default=16, help="check threads (default 16)")
+    serve.add_argument("--grace", type=float, default=10.0, help="drain seconds on SIGTERM")
+    serve.add_argument("--log-format", choices=["json", "text"], default="json")
+    serve.add_argument("--log-level", default="info")
+
+    check = commands.add_parser("check-config", help="validate a policy file")
+    check.add_argument("config", type=Path)
+
+    demo = commands.add_parser("demo", help="demo components (issuer, upstream, full stack)")
+    demo.add_argument("component", choices=["run", "issuer", "upstream"])
+    demo.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        from ext_authz.app import ServeOptions, serve
+
+        configure(args.log_format, args.log_level)
+        return serve(
+            ServeOptions(
+                config=args.config, listen=args.listen, workers=args.workers, grace=args.grace
+            )
+        )
+    if args.command == "check-config":
+        return check_config(args.config)
+    if args.command == "demo":
+        return _demo(args.component, args.args)
+    return 2
+
+
+def check_config(path: Path) -> int:
+    from ext_authz.policy.loader import PolicyError, load_policy
+
+    configure("text", "error")
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{path}: ok ({len(policy.issuers)} issuers, {len(policy.routes)} routes)")
+    return 0
+
+
+def _demo(component: str, argv: list[str]) -> int:
+    if component == "issuer":
+        from ext_authz.demo import issuer
+
+        return int(issuer.main(argv) or 0)
+    if component == "upstream":
+        from ext_authz.demo import upstream
+
+        return int(upstream.main(argv) or 0)
+    from ext_authz.demo import run
+
+    return int(run.main(argv) or 0)

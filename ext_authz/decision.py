@@ -1,0 +1,31 @@
+"""Verdicts as plain data. The gRPC edge turns them into CheckResponses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ext_authz.errors import DenialReason
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    route: str
+    issuer: str | None = None
+    subject: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()  # set on the upstream request, overwriting
+    remove: tuple[str, ...] = ()  # removed from the upstream request
+    notes: tuple[str, ...] = ()  # why a mapped header was left out, for the log
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    reason: DenialReason
+    realm: str
+    route: str | None = None
+    issuer: str | None = None
+    subject: str | None = None
+    scopes: tuple[str, ...] = ()  # scopes the route needs, for insufficient_scope
+    detail: str = ""  # operator-facing; never token, key or claim values
+
+
+Decision = Allow | Deny

@@ -1,0 +1,1 @@
+"""Demo parts: an identity provider, an echo upstream and a runner for ``make demo``."""

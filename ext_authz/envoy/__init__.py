@@ -1,0 +1,1 @@
+"""The Envoy edge: CheckRequest in, CheckResponse out, and the gRPC server."""

@@ -1,0 +1,372 @@
+"""Envoy bootstrap configuration for running Envoy in front of the ext_authz server.
+
+Every Envoy config in this repository (the checked-in ``config/envoy.yaml``, the demo and
+the end-to-end tests) is rendered by :func:`render_envoy_config`, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
+ROUTER_FILTER = "envoy.filters.http.router"
+EXT_AUTHZ_CLUSTER = "ext_authz"
+UPSTREAM_CLUSTER = "upstream"
+READY_PATH = "/envoy-ready"
+DEFAULT_ROUTE_CONTEXT = "default"
+
+_HCM_TYPE = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
+_EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+_EXT_AUTHZ_PER_ROUTE_TYPE = (
+    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
+)
+_ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+_HTTP_PROTOCOL_OPTIONS_TYPE = f"type.googleapis.com/{_HTTP_PROTOCOL_OPTIONS_KEY}"
+_DOWNSTREAM_CONNECTIONS_MONITOR = "envoy.resource_monitors.global_downstream_max_connections"
+_DOWNSTREAM_CONNECTIONS_TYPE = (
+    "type.googleapis.com/"
+    "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
+)
+
+DEMO_OUT = "config/envoy.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyParams:
+    """Addresses, ports and timeouts of one Envoy in front of the ext_authz server.
+
+    ``*_dns`` selects a ``STRICT_DNS`` cluster (the address is a host name) instead of a
+    ``STATIC`` one (the address must then be an IP literal).
+    """
+
+    listen_address: str = "127.0.0.1"
+    listen_port: int = 10000
+    admin_port: int = 9901
+    ext_authz_address: str = "127.0.0.1"
+    ext_authz_port: int = 9001
+    ext_authz_dns: bool = False
+    upstream_address: str = "127.0.0.1"
+    upstream_port: int = 9200
+    upstream_dns: bool = False
+    ext_authz_timeout: float = 0.5
+    connect_timeout: float = 1.0
+    upstream_timeout: float = 15.0
+    health_check_interval: float = 5.0
+    health_check_timeout: float = 1.0
+    max_downstream_connections: int = 50000
+
+    def __post_init__(self) -> None:
+        for name in ("listen_port", "admin_port", "ext_authz_port", "upstream_port"):
+            port = getattr(self, name)
+            if not 1 <= port <= 65535:
+                raise ValueError(f"{name} must be in 1..65535, got {port}")
+        for name in (
+            "ext_authz_timeout",
+            "connect_timeout",
+            "upstream_timeout",
+            "health_check_interval",
+            "health_check_timeout",
+        ):
+            seconds = getattr(self, name)
+            if not seconds > 0:
+                raise ValueError(f"{name} must be positive, got {seconds}")
+        if self.max_downstream_connections < 1:
+            raise ValueError("max_downstream_connections must be positive")
+        _require_ip("listen_address", self.listen_address)
+        if not self.ext_authz_dns:
+            _require_ip("ext_authz_address", self.ext_authz_address)
+        if not self.upstream_dns:
+            _require_ip("upstream_address", self.upstream_address)
+
+    @property
+    def listen_url(self) -> str:
+        return f"http://{_url_host(self.listen_address)}:{self.listen_port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{_url_host(self.listen_address)}:{self.admin_port}"
+
+
+def _require_ip(field: str, value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError(
+            f"{field} must be an IP address for a STATIC cluster or listener, got {value!r}"
+        ) from None
+
+
+def _url_host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def _duration(seconds: float) -> str:
+    text = f"{seconds:.9f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+def _socket_address(address: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def _cluster(
+    name: str,
+    address: str,
+    port: int,
+    *,
+    dns: bool,
+    connect_timeout: float,
+    http2: bool,
+) -> dict[str, Any]:
+    protocol: dict[str, Any] = (
+        {"http2_protocol_options": {}} if http2 else {"http_protocol_options": {}}
+    )
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STRICT_DNS" if dns else "STATIC",
+        "connect_timeout": _duration(connect_timeout),
+        "lb_policy": "ROUND_ROBIN",
+    }
+    if dns:
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    cluster["typed_extension_protocol_options"] = {
+        _HTTP_PROTOCOL_OPTIONS_KEY: {
+            "@type": _HTTP_PROTOCOL_OPTIONS_TYPE,
+            "explicit_http_config": protocol,
+        }
+    }
+    cluster["load_assignment"] = {
+        "cluster_name": name,
+        "endpoints": [
+            {"lb_endpoints": [{"endpoint": {"address": _socket_address(address, port)}}]}
+        ],
+    }
+    return cluster
+
+
+def _ext_authz_filter(params: EnvoyParams) -> dict[str, Any]:
+    return {
+        "name": EXT_AUTHZ_FILTER,
+        "typed_config": {
+            "@type": _EXT_AUTHZ_TYPE,
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": EXT_AUTHZ_CLUSTER},
+                "timeout": _duration(params.ext_authz_timeout),
+            },
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "status_on_error": {"code": 503},
+            "include_peer_certificate": False,
+        },
+    }
+
+
+def _routes(params: EnvoyParams) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "envoy-ready",
+            "match": {"path": READY_PATH},
+            "direct_response": {"status": 200, "body": {"inline_string": "ok"}},
+            "typed_per_filter_config": {
+                EXT_AUTHZ_FILTER: {"@type": _EXT_AUTHZ_PER_ROUTE_TYPE, "disabled": True}
+            },
+        },
+        {
+            "name": "default",
+            "match": {"prefix": "/"},
+            "route": {
+                "cluster": UPSTREAM_CLUSTER,
+                "timeout": _duration(params.upstream_timeout),
+            },
+            "typed_per_filter_config": {
+                EXT_AUTHZ_FILTER: {
+                    "@type": _EXT_AUTHZ_PER_ROUTE_TYPE,
+                    "check_settings": {
+                        "context_extensions": {"envoy_route": DEFAULT_ROUTE_CONTEXT}
+                    },
+                }
+            },
+        },
+    ]
+
+
+def envoy_config_dict(params: EnvoyParams) -> dict[str, Any]:
+    """The Envoy v3 bootstrap for ``params``, as plain data."""
+    hcm = {
+        "@type": _HCM_TYPE,
+        "stat_prefix": "ingress_http",
+        "codec_type": "AUTO",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+        "route_config": {
+            "name": "local_routes",
+            "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": _routes(params)}],
+        },
+        "http_filters": [
+            _ext_authz_filter(params),
+            {"name": ROUTER_FILTER, "typed_config": {"@type": _ROUTER_TYPE}},
+        ],
+    }
+    ext_authz = _cluster(
+        EXT_AUTHZ_CLUSTER,
+        params.ext_authz_address,
+        params.ext_authz_port,
+        dns=params.ext_authz_dns,
+        connect_timeout=params.connect_timeout,
+        http2=True,
+    )
+    ext_authz["health_checks"] = [
+        {
+            "timeout": _duration(params.health_check_timeout),
+            "interval": _duration(params.health_check_interval),
+            "no_traffic_interval": _duration(params.health_check_interval),
+            "unhealthy_threshold": 2,
+            "healthy_threshold": 1,
+            "grpc_health_check": {},
+        }
+    ]
+    upstream = _cluster(
+        UPSTREAM_CLUSTER,
+        params.upstream_address,
+        params.upstream_port,
+        dns=params.upstream_dns,
+        connect_timeout=params.connect_timeout,
+        http2=False,
+    )
+    return {
+        "admin": {"address": _socket_address(params.listen_address, params.admin_port)},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "ingress",
+                    "address": _socket_address(params.listen_address, params.listen_port),
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": hcm,
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [ext_authz, upstream],
+        },
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": _DOWNSTREAM_CONNECTIONS_MONITOR,
+                    "typed_config": {
+                        "@type": _DOWNSTREAM_CONNECTIONS_TYPE,
+                        "max_active_downstream_connections": params.max_downstream_connections,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def render_envoy_config(params: EnvoyParams) -> str:
+    """The Envoy v3 bootstrap for ``params``, as YAML."""
+    return yaml.safe_dump(envoy_config_dict(params), sort_keys=False, default_flow_style=False)
+
+
+def generated_header(command: str) -> str:
+    return f"# Generated by `{command}`; do not edit by hand.\n"
+
+
+def render_envoy_file(params: EnvoyParams, command: str) -> str:
+    """The YAML of :func:`render_envoy_config` behind a "generated by ``command``" line."""
+    return generated_header(command) + render_envoy_config(params)
+
+
+def demo_command(out: str = DEMO_OUT) -> str:
+    return shlex.join(["python", "-m", "ext_authz.envoy.config", "--out", out])
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    defaults = EnvoyParams()
+    parser = argparse.ArgumentParser(
+        prog="python -m ext_authz.envoy.config",
+        description="Render the Envoy bootstrap that fronts the ext_authz server.",
+    )
+    parser.add_argument("--out", help="file to write (default: standard output)")
+    parser.add_argument(
+        "--listen",
+        type=_host_port,
+        default=(defaults.listen_address, defaults.listen_port),
+        help="Envoy listener HOST:PORT (default: %(default)s)",
+    )
+    parser.add_argument("--admin-port", type=int, default=defaults.admin_port)
+    parser.add_argument(
+        "--ext-authz",
+        type=_host_port,
+        default=(defaults.ext_authz_address, defaults.ext_authz_port),
+        help="ext_authz server HOST:PORT",
+    )
+    parser.add_argument(
+        "--ext-authz-dns",
+        action="store_true",
+        help="resolve the ext_authz host by DNS (STRICT_DNS cluster)",
+    )
+    parser.add_argument(
+        "--upstream",
+        type=_host_port,
+        default=(defaults.upstream_address, defaults.upstream_port),
+        help="upstream service HOST:PORT",
+    )
+    parser.add_argument(
+        "--upstream-dns",
+        action="store_true",
+        help="resolve the upstream host by DNS (STRICT_DNS cluster)",
+    )
+    args = parser.parse_args(args_list)
+    try:
+        params = EnvoyParams(
+            listen_address=args.listen[0],
+            listen_port=args.listen[1],
+            admin_port=args.admin_port,
+            ext_authz_address=args.ext_authz[0],
+            ext_authz_port=args.ext_authz[1],
+            ext_authz_dns=args.ext_authz_dns,
+            upstream_address=args.upstream[0],
+            upstream_port=args.upstream[1],
+            upstream_dns=args.upstream_dns,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    command = shlex.join(["python", "-m", "ext_authz.envoy.config", *args_list])
+    text = render_envoy_file(params, command)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

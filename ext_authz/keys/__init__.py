@@ -1,0 +1,1 @@
+"""Verification keys: parsing key sets, fetching them, and serving snapshots."""

@@ -1,0 +1,1 @@
+"""The policy file: its schema, its loader and the compiled runtime objects."""

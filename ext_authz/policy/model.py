@@ -1,0 +1,128 @@
+"""The compiled policy: immutable runtime objects, built once per load.
+
+Nothing here parses text on the request path: regexes are compiled, header names
+lower-cased, claim paths split and key sets parsed when the policy is loaded.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ext_authz.keys.jwks import KeySet
+
+ClaimPath = tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    default_ttl: float
+    min_ttl: float
+    max_ttl: float
+    refetch_cooldown: float
+    max_stale: float
+    fetch_timeout: float
+    max_jwks_bytes: int
+
+
+class KeySourceKind(enum.Enum):
+    JWKS_URI = "jwks_uri"
+    DISCOVERY = "discovery"
+    JWKS_FILE = "jwks_file"
+    INLINE = "jwks"
+
+
+@dataclass(frozen=True, slots=True)
+class KeySource:
+    kind: KeySourceKind
+    url: str | None = None  # jwks_uri, or the discovery document's URL
+    path: Path | None = None  # jwks_file, resolved
+    static_keys: KeySet | None = None  # jwks_file and inline jwks, parsed at load
+
+    @property
+    def is_remote(self) -> bool:
+        return self.kind in (KeySourceKind.JWKS_URI, KeySourceKind.DISCOVERY)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerPolicy:
+    name: str
+    issuer: str
+    audiences: frozenset[str] | None  # None: the audience is not checked
+    algorithms: frozenset[str]
+    source: KeySource
+    leeway: float
+    keys: KeySettings
+
+
+@dataclass(frozen=True, slots=True)
+class RouteMatch:
+    path: str | None = None
+    path_prefix: str | None = None
+    path_regex: re.Pattern[str] | None = None
+    methods: frozenset[str] | None = None
+    hosts: tuple[str, ...] | None = None  # lower-case; "*.example.com" wildcards allowed
+    context_extensions: tuple[tuple[str, str], ...] = ()
+
+
+class Access(enum.Enum):
+    ANONYMOUS = "anonymous"
+    DENY = "deny"
+    REQUIRE = "require"
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRule:
+    name: str  # the dotted path as written, for logs and traces
+    path: ClaimPath
+    allowed: tuple[Any, ...]  # the claim must equal one of these (JSON equality)
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    issuers: frozenset[str]  # local issuer names accepted on the route
+    scopes: tuple[str, ...]
+    claims: tuple[ClaimRule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderMapping:
+    header: str  # lower-case
+    claim: str  # dotted path as written
+    path: ClaimPath
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    match: RouteMatch
+    access: Access
+    requirement: Requirement | None
+    headers: tuple[HeaderMapping, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionSettings:
+    algorithms: frozenset[str]
+    encryptions: frozenset[str]
+    source: str  # where the keys came from, for logs
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    realm: str
+    issuers: Mapping[str, IssuerPolicy]  # by local name
+    issuers_by_iss: Mapping[str, IssuerPolicy]  # by the token's `iss`
+    routes: tuple[Route, ...]
+    identity_headers: frozenset[str]  # every header any route maps a claim into
+    decryption: DecryptionSettings | None
+    source: Path | None
+    referenced_files: tuple[Path, ...]
+
+    @property
+    def remote_issuers(self) -> tuple[IssuerPolicy, ...]:
+        return tuple(i for i in self.issuers.values() if i.source.is_remote)

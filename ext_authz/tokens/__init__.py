@@ -1,0 +1,1 @@
+"""Tokens: finding the credential, reading its format, verifying it, checking claims."""
