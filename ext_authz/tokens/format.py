@@ -61,8 +61,9 @@ def parse_signed(token: str) -> SignedToken:
     if len(parts) != 3:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"{len(parts)} segments, a JWS has 3")
     header_b64, payload_b64, signature_b64 = parts
-    if not header_b64 or not payload_b64 or not signature_b64:
-        raise Denied(DenialReason.TOKEN_MALFORMED, "empty segment")
+    if not header_b64 or not payload_b64:
+        raise Denied(DenialReason.TOKEN_MALFORMED, "empty header or payload")
+    # An empty signature (as `alg: none` has) is decoded to b"" and never verifies.
     header_raw = b64url_decode(header_b64, "header")
     if len(header_raw) > MAX_HEADER_BYTES:
         raise Denied(DenialReason.TOKEN_HEADER_INVALID, "header over the size limit")
