@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -186,6 +187,8 @@ class _Compiler:
             sources = [s for s in (dec.jwks_file, dec.jwks, dec.jwks_env) if s is not None]
             if len(sources) != 1:
                 self.error(("decryption",), "give exactly one of jwks_file, jwks or jwks_env")
+            elif dec.jwks_file is not None:
+                self._decryption_file(("decryption", "jwks_file"), dec.jwks_file)
             decryption = DecryptionSettings(
                 algorithms=frozenset(dec.algorithms),
                 encryptions=frozenset(dec.encryptions),
@@ -193,8 +196,8 @@ class _Compiler:
             )
         return Policy(
             realm=model.realm,
-            issuers=issuers,
-            issuers_by_iss=by_iss,
+            issuers=MappingProxyType(issuers),
+            issuers_by_iss=MappingProxyType(by_iss),
             routes=tuple(routes),
             identity_headers=identity_headers,
             decryption=decryption,
@@ -260,7 +263,7 @@ class _Compiler:
             problem = key_url_problem(model.issuer)
             if problem:
                 self.error(
-                    (*base, "issuer"), f"with discovery, the issuer must be a URL that {problem}"
+                    (*base, "issuer"), f"with discovery, the issuer must be a URL: it {problem}"
                 )
                 return None
             url = model.issuer.rstrip("/") + "/.well-known/openid-configuration"
@@ -301,6 +304,21 @@ class _Compiler:
             self.error(where, f"{relative}: {exc}")
             return None
         return parsed.keys if self._usable(where, parsed.keys, parsed.skipped) else None
+
+    def _decryption_file(self, where: FieldPath, relative: str) -> None:
+        path = (self.base_dir / relative).resolve()
+        self.files.append(path)
+        try:
+            document = json.loads(path.read_bytes()[: MAX_KEY_FILE_BYTES + 1])
+        except OSError as exc:
+            self.error(where, f"cannot read {relative}: {exc.strerror}")
+            return
+        except ValueError:
+            self.error(where, f"{relative}: not valid JSON")
+            return
+        keys = document.get("keys") if isinstance(document, dict) else None
+        if not isinstance(keys, list) or not keys:
+            self.error(where, f"{relative}: a JWKS with at least one key is needed")
 
     def _usable(self, where: FieldPath, keys: KeySet, skipped: tuple[str, ...]) -> bool:
         for note in skipped:

@@ -115,7 +115,7 @@ class DecryptionSettings:
 @dataclass(frozen=True, slots=True)
 class Policy:
     realm: str
-    issuers: Mapping[str, IssuerPolicy]  # by local name
+    issuers: Mapping[str, IssuerPolicy]  # by local name (read-only mappings)
     issuers_by_iss: Mapping[str, IssuerPolicy]  # by the token's `iss`
     routes: tuple[Route, ...]
     identity_headers: frozenset[str]  # every header any route maps a claim into

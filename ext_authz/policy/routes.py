@@ -55,7 +55,8 @@ def host_matches(patterns: tuple[str, ...], host: str) -> bool:
     for pattern in patterns:
         if pattern.startswith("*."):
             suffix = pattern[1:]
-            if bare.endswith(suffix) and len(bare) > len(suffix):
+            candidate = host if ":" in suffix else bare
+            if candidate.endswith(suffix) and len(candidate) > len(suffix):
                 return True
         elif pattern in (host, bare):
             return True

@@ -72,8 +72,10 @@ def _walk(
             key = str(key_node.value)
             child = (*path, key)
             if key in seen:
+                # YAML keeps the last value: point the line map at the one in effect.
                 duplicates.append((child, key_node.start_mark.line + 1))
-                continue
+                for known in [p for p in lines if p[: len(child)] == child]:
+                    del lines[known]
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
             _walk(value_node, child, lines, duplicates)
