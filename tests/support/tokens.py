@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,15 @@ def mint(
         algorithm=alg or issuer.alg,
         headers=header,
     )
+
+
+def mint_live(issuer: TestIssuer, **overrides: Any) -> str:
+    """Like `mint`, but valid against the real clock (for tests of the real server)."""
+    now = int(time.time())
+    times = {"iat": now - 60, "nbf": now - 60, "exp": now + 600}
+    times.update({k: v for k, v in overrides.items() if k in times})
+    rest = {k: v for k, v in overrides.items() if k not in times}
+    return mint(issuer, **times, **rest)
 
 
 def b64url(data: bytes) -> str:
