@@ -176,8 +176,8 @@ def test_refetch_flood_costs_one_request_per_cooldown(tmp_path: Path, server: Jw
         manager.stop()
 
 
-def _issuer(tmp_path: Path, server: JwksServer, **keys: str) -> IssuerPolicy:
-    return remote_policy(tmp_path, server, **keys).issuers["corp"]
+def _issuer(tmp_path: Path, server: JwksServer) -> IssuerPolicy:
+    return remote_policy(tmp_path, server).issuers["corp"]
 
 
 @pytest.mark.parametrize(

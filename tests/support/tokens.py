@@ -128,7 +128,7 @@ def mint(
 def mint_live(issuer: TestIssuer, **overrides: Any) -> str:
     """Like `mint`, but valid against the real clock (for tests of the real server)."""
     now = int(time.time())
-    times = {"iat": now - 60, "nbf": now - 60, "exp": now + 600}
+    times: dict[str, Any] = {"iat": now - 60, "nbf": now - 60, "exp": now + 600}
     times.update({k: v for k, v in overrides.items() if k in times})
     rest = {k: v for k, v in overrides.items() if k not in times}
     return mint(issuer, **times, **rest)
