@@ -25,7 +25,8 @@ from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedToken, VerifiedTokenCache
 from ext_authz.tokens.claims import check_registered_claims
 from ext_authz.tokens.credentials import bearer_token
-from ext_authz.tokens.format import SignedToken, parse_signed
+from ext_authz.tokens.decrypt import Decrypted, decrypt_token
+from ext_authz.tokens.format import SignedToken, decode_json_object, parse_signed, segment_count
 from ext_authz.tokens.verify import select_key, verify_signature
 
 log = logging.getLogger("ext_authz.authorizer")
@@ -35,6 +36,7 @@ log = logging.getLogger("ext_authz.authorizer")
 class Identity:
     issuer: IssuerPolicy
     claims: Mapping[str, Any]
+    encrypted: bool = False
 
     @property
     def subject(self) -> str | None:
@@ -83,7 +85,7 @@ class Authorizer:
             if token is None:
                 raise Denied(DenialReason.TOKEN_MISSING)
             identity = self.authenticate(policy, token)
-            enforce(requirement, identity.issuer.name, identity.claims)
+            enforce(requirement, identity.issuer.name, identity.claims, identity.encrypted)
         except Denied as denied:
             return Deny(
                 denied.reason,
@@ -107,28 +109,74 @@ class Authorizer:
         )
 
     def authenticate(self, policy: Policy, token: str) -> Identity:
-        """Verify a bearer token against the policy's issuers. Raises `Denied`."""
+        """Verify a bearer token (JWS, or JWE around a JWS) against the policy's issuers.
+        Raises `Denied`."""
         cache = self._cache
         if cache is not None:
             hit = cache.get(token)
-            if hit is not None and hit.policy is policy:
-                current = self._keys.current(hit.issuer.name).keys
-                if current is not None and current.holds(hit.key):
-                    return Identity(hit.issuer, hit.claims)
+            if hit is not None and hit.policy is policy and self._still_valid(hit):
+                return Identity(hit.issuer, hit.claims, hit.encrypted)
+        encrypted = segment_count(token) == 5
+        if encrypted:
+            decrypted = decrypt_token(token, policy.decryption)
+            inner = decrypted.nested_token()
+            if inner is None:
+                identity, exp = self._unsigned_claims(policy, decrypted)
+                key = None
+            else:
+                identity, key, exp = self._verify_signed(policy, inner, encrypted=True)
+        else:
+            identity, key, exp = self._verify_signed(policy, token, encrypted=False)
+            if identity.issuer.require_encryption:
+                raise Denied(DenialReason.ENCRYPTION_REQUIRED, "issuer requires encrypted tokens")
+        if cache is not None:
+            cache.put(
+                token,
+                VerifiedToken(
+                    policy,
+                    identity.issuer,
+                    key,
+                    identity.claims,
+                    exp + identity.issuer.leeway,
+                    encrypted,
+                ),
+            )
+        return identity
+
+    def _still_valid(self, hit: VerifiedToken) -> bool:
+        if hit.key is None:  # unsigned claims: the decryption key is part of the policy
+            return True
+        current = self._keys.current(hit.issuer.name).keys
+        return current is not None and current.holds(hit.key)
+
+    def _verify_signed(
+        self, policy: Policy, token: str, *, encrypted: bool
+    ) -> tuple[Identity, VerificationKey, float]:
         signed = parse_signed(token)
-        issuer = self._issuer_of(policy, signed)
+        issuer = self._issuer_of(policy, signed.claims)
         if signed.alg not in issuer.algorithms:
             raise Denied(DenialReason.ALGORITHM_NOT_ALLOWED, f"alg {signed.alg}")
         exp = check_registered_claims(signed.claims, issuer, self._clock.now())
         key = self._key_for(issuer, signed)
         verify_signature(signed, key)
-        if cache is not None:
-            cache.put(token, VerifiedToken(policy, issuer, key, signed.claims, exp + issuer.leeway))
-        return Identity(issuer, signed.claims)
+        return Identity(issuer, signed.claims, encrypted), key, exp
+
+    def _unsigned_claims(self, policy: Policy, decrypted: Decrypted) -> tuple[Identity, float]:
+        """Bare claims inside a JWE: accepted only from the issuer that alone shares the
+        symmetric key the token was encrypted with."""
+        claims = decode_json_object(
+            decrypted.plaintext, DenialReason.TOKEN_PAYLOAD_INVALID, "plaintext"
+        )
+        issuer = self._issuer_of(policy, claims)
+        kid = decrypted.key.kid
+        if not decrypted.key.symmetric or kid is None or kid not in issuer.unsigned_encrypted_keys:
+            raise Denied(DenialReason.UNSIGNED_ENCRYPTED_CLAIMS, "encrypted claims are not signed")
+        exp = check_registered_claims(claims, issuer, self._clock.now())
+        return Identity(issuer, claims, True), exp
 
     @staticmethod
-    def _issuer_of(policy: Policy, signed: SignedToken) -> IssuerPolicy:
-        iss = signed.claims.get("iss")
+    def _issuer_of(policy: Policy, claims: Mapping[str, Any]) -> IssuerPolicy:
+        iss = claims.get("iss")
         if iss is None:
             raise Denied(DenialReason.ISSUER_MISSING)
         if not isinstance(iss, str):

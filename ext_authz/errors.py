@@ -40,6 +40,13 @@ class DenialReason(enum.Enum):
     TOKEN_DUPLICATE_MEMBER = "token_duplicate_member"
     TOKEN_CRIT_UNSUPPORTED = "token_crit_unsupported"
     TOKEN_ENCRYPTED_UNSUPPORTED = "token_encrypted_unsupported"
+    TOKEN_COMPRESSED = "token_compressed"
+    ENCRYPTION_NOT_ALLOWED = "encryption_not_allowed"
+    DECRYPTION_KEY_UNKNOWN = "decryption_key_unknown"
+    DECRYPTION_FAILED = "decryption_failed"
+    NESTED_TOKEN_INVALID = "nested_token_invalid"
+    UNSIGNED_ENCRYPTED_CLAIMS = "unsigned_encrypted_claims"
+    ENCRYPTION_REQUIRED = "encryption_required"
     ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
     # issuer and keys
     ISSUER_MISSING = "issuer_missing"

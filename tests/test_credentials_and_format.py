@@ -131,7 +131,7 @@ PARSE: dict[str, tuple[str, DenialReason]] = {
     # segments
     "five-segments-jwe": (
         "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d",
-        DenialReason.TOKEN_ENCRYPTED_UNSUPPORTED,
+        DenialReason.NESTED_TOKEN_INVALID,
     ),
     "one-segment": (HEADER, DenialReason.TOKEN_MALFORMED),
     "two-segments": (f"{HEADER}.{PAYLOAD}", DenialReason.TOKEN_MALFORMED),

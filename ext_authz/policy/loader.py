@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from ext_authz.keys.decryption_keys import DecryptionKeyError, load_decryption_keys
 from ext_authz.keys.jwks import JwksError, KeySet, parse_jwks, parse_jwks_bytes
 from ext_authz.keys.urls import key_url_problem
 from ext_authz.policy.model import (
     Access,
     ClaimRule,
-    DecryptionSettings,
     HeaderMapping,
     IssuerPolicy,
     KeySettings,
@@ -42,6 +42,7 @@ from ext_authz.policy.schema import (
     RouteModel,
 )
 from ext_authz.policy.yaml_source import FieldPath, YamlDocument, YamlSyntaxError, load_yaml
+from ext_authz.tokens.decrypt import DecryptionConfig
 
 log = logging.getLogger("ext_authz.policy")
 M = TypeVar("M", bound=BaseModel)
@@ -181,19 +182,8 @@ class _Compiler:
             if route is not None:
                 routes.append(route)
         identity_headers = frozenset(m.header for r in routes for m in r.headers)
-        decryption = None
-        if model.decryption is not None:
-            dec = model.decryption
-            sources = [s for s in (dec.jwks_file, dec.jwks, dec.jwks_env) if s is not None]
-            if len(sources) != 1:
-                self.error(("decryption",), "give exactly one of jwks_file, jwks or jwks_env")
-            elif dec.jwks_file is not None:
-                self._decryption_file(("decryption", "jwks_file"), dec.jwks_file)
-            decryption = DecryptionSettings(
-                algorithms=frozenset(dec.algorithms),
-                encryptions=frozenset(dec.encryptions),
-                source="jwks_file" if dec.jwks_file else "jwks" if dec.jwks else "jwks_env",
-            )
+        decryption = self._decryption(model)
+        self._check_unsigned_encrypted(issuers, decryption)
         return Policy(
             realm=model.realm,
             issuers=MappingProxyType(issuers),
@@ -249,6 +239,8 @@ class _Compiler:
             source=source,
             leeway=model.leeway,
             keys=settings,
+            require_encryption=model.require_encryption,
+            unsigned_encrypted_keys=frozenset(model.unsigned_encrypted_keys),
         )
 
     def _key_source(self, base: FieldPath, model: IssuerModel, kind: str) -> KeySource | None:
@@ -305,20 +297,63 @@ class _Compiler:
             return None
         return parsed.keys if self._usable(where, parsed.keys, parsed.skipped) else None
 
-    def _decryption_file(self, where: FieldPath, relative: str) -> None:
-        path = (self.base_dir / relative).resolve()
-        self.files.append(path)
+    def _decryption(self, model: PolicyModel) -> DecryptionConfig | None:
+        dec = model.decryption
+        if dec is None:
+            return None
+        given = [
+            name
+            for name, value in (
+                ("jwks_file", dec.jwks_file),
+                ("jwks", dec.jwks),
+                ("jwks_env", dec.jwks_env),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            self.error(("decryption",), "give exactly one of jwks_file, jwks or jwks_env")
+            return None
+        where: FieldPath = ("decryption", given[0])
+        path = None
+        if dec.jwks_file is not None:
+            path = (self.base_dir / dec.jwks_file).resolve()
+            self.files.append(path)
         try:
-            document = json.loads(path.read_bytes()[: MAX_KEY_FILE_BYTES + 1])
-        except OSError as exc:
-            self.error(where, f"cannot read {relative}: {exc.strerror}")
-            return
-        except ValueError:
-            self.error(where, f"{relative}: not valid JSON")
-            return
-        keys = document.get("keys") if isinstance(document, dict) else None
-        if not isinstance(keys, list) or not keys:
-            self.error(where, f"{relative}: a JWKS with at least one key is needed")
+            keys = load_decryption_keys(path=path, inline=dec.jwks, env=dec.jwks_env)
+        except DecryptionKeyError as exc:
+            self.error(where, str(exc))
+            return None
+        algorithms = frozenset(dec.algorithms)
+        unusable = [a for a in sorted(algorithms) if not any(k.fits(a) for k in keys.keys)]
+        for alg in unusable:
+            log.warning(
+                "no decryption key fits an allowed algorithm",
+                extra={"field": "decryption.algorithms", "alg": alg},
+            )
+        return DecryptionConfig.build(keys, algorithms, frozenset(dec.encryptions))
+
+    def _check_unsigned_encrypted(
+        self, issuers: Mapping[str, IssuerPolicy], decryption: DecryptionConfig | None
+    ) -> None:
+        owners: dict[str, str] = {}
+        for name, issuer in issuers.items():
+            where: FieldPath = ("issuers", name, "unsigned_encrypted_keys")
+            for kid in sorted(issuer.unsigned_encrypted_keys):
+                key = decryption.keys.by_kid.get(kid) if decryption else None
+                if key is None:
+                    self.error(where, f"no decryption key has kid '{kid}'")
+                elif not key.symmetric:
+                    self.error(
+                        where,
+                        f"decryption key '{kid}' is not symmetric: anyone with the public key "
+                        "could forge claims",
+                    )
+                elif kid in owners:
+                    self.error(
+                        where, f"decryption key '{kid}' is already the key of '{owners[kid]}'"
+                    )
+                else:
+                    owners[kid] = name
 
     def _usable(self, where: FieldPath, keys: KeySet, skipped: tuple[str, ...]) -> bool:
         for note in skipped:
@@ -376,7 +411,10 @@ class _Compiler:
                 if rule is not None:
                     rules.append(rule)
             requirement = Requirement(
-                issuers=accepted, scopes=tuple(model.require.scopes), claims=tuple(rules)
+                issuers=accepted,
+                scopes=tuple(model.require.scopes),
+                claims=tuple(rules),
+                encrypted=model.require.encrypted,
             )
         if match is None:
             return None

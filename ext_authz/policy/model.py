@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ext_authz.keys.jwks import KeySet
+from ext_authz.tokens.decrypt import DecryptionConfig
 
 ClaimPath = tuple[str, ...]
 
@@ -57,6 +58,10 @@ class IssuerPolicy:
     source: KeySource
     leeway: float
     keys: KeySettings
+    require_encryption: bool = False
+    # kids of symmetric decryption keys shared with this issuer alone: a JWE decrypted
+    # with one of them may carry bare (unsigned) claims of this issuer
+    unsigned_encrypted_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,7 @@ class Requirement:
     issuers: frozenset[str]  # local issuer names accepted on the route
     scopes: tuple[str, ...]
     claims: tuple[ClaimRule, ...]
+    encrypted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,20 +112,13 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
-class DecryptionSettings:
-    algorithms: frozenset[str]
-    encryptions: frozenset[str]
-    source: str  # where the keys came from, for logs
-
-
-@dataclass(frozen=True, slots=True)
 class Policy:
     realm: str
     issuers: Mapping[str, IssuerPolicy]  # by local name (read-only mappings)
     issuers_by_iss: Mapping[str, IssuerPolicy]  # by the token's `iss`
     routes: tuple[Route, ...]
     identity_headers: frozenset[str]  # every header any route maps a claim into
-    decryption: DecryptionSettings | None
+    decryption: DecryptionConfig | None
     source: Path | None
     referenced_files: tuple[Path, ...]
 

@@ -10,9 +10,13 @@ from ext_authz.policy.model import ClaimRule, Requirement
 from ext_authz.tokens.claims import MISSING, json_equal, lookup, scopes_of
 
 
-def enforce(requirement: Requirement, issuer_name: str, claims: Mapping[str, Any]) -> None:
+def enforce(
+    requirement: Requirement, issuer_name: str, claims: Mapping[str, Any], encrypted: bool = False
+) -> None:
     if issuer_name not in requirement.issuers:
         raise Denied(DenialReason.ISSUER_NOT_ALLOWED, f"issuer '{issuer_name}' not on this route")
+    if requirement.encrypted and not encrypted:
+        raise Denied(DenialReason.ENCRYPTION_REQUIRED, "route requires an encrypted token")
     if requirement.scopes:
         held = scopes_of(claims)
         missing = [s for s in requirement.scopes if s not in held]

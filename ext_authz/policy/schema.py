@@ -130,6 +130,8 @@ class IssuerModel(_Strict):
     jwks: dict[str, Any] | None = None
     leeway: Duration = 60.0
     keys: KeysOverrideModel | None = None
+    require_encryption: bool = False
+    unsigned_encrypted_keys: list[NonEmptyStr] = Field(default_factory=list)
 
     @field_validator("audiences", "algorithms")
     @classmethod
@@ -198,6 +200,7 @@ class AnyOfModel(_Strict):
 
 class RequireModel(_Strict):
     issuers: list[NonEmptyStr] | None = None
+    encrypted: bool = False
     scopes: list[NonEmptyStr] = Field(default_factory=list)
     claims: dict[NonEmptyStr, Any] = Field(default_factory=dict)
 

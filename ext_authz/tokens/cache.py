@@ -23,9 +23,10 @@ from ext_authz.policy.model import IssuerPolicy, Policy
 class VerifiedToken:
     policy: Policy
     issuer: IssuerPolicy
-    key: VerificationKey
+    key: VerificationKey | None  # None for unsigned claims in a JWE (symmetric, policy-bound)
     claims: Mapping[str, Any]
     valid_until: float  # wall clock
+    encrypted: bool = False
 
 
 class VerifiedTokenCache:

@@ -57,7 +57,7 @@ def parse_signed(token: str) -> SignedToken:
         raise Denied(DenialReason.TOKEN_TOO_LARGE, f"token over {MAX_TOKEN_BYTES} bytes")
     parts = token.split(".")
     if len(parts) == 5:
-        raise Denied(DenialReason.TOKEN_ENCRYPTED_UNSUPPORTED, "encrypted token (JWE)")
+        raise Denied(DenialReason.NESTED_TOKEN_INVALID, "a JWE where a JWS is expected")
     if len(parts) != 3:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"{len(parts)} segments, a JWS has 3")
     header_b64, payload_b64, signature_b64 = parts

@@ -1,0 +1,138 @@
+"""Decrypt a compact JWE addressed to us, after our own checks of its header.
+
+What is refused whatever the policy's allow-lists say: `RSA1_5` (a padding oracle
+by design), every `PBES2-*` (password-derived keys, attacker-chosen work factor),
+compressed plaintext (`zip`), `crit`, and an IV or tag of the wrong length for the
+content encryption. Every failure after those checks is the same
+`decryption_failed`, and clients see one 401 `invalid_token` for all of them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwe
+from joserfc.jwe import JWERegistry
+
+from ext_authz.errors import DenialReason, Denied
+from ext_authz.keys.decryption_keys import DecryptionKey, DecryptionKeySet
+from ext_authz.policy.schema import CONTENT_ENCRYPTIONS, KEY_MANAGEMENT_ALGORITHMS
+from ext_authz.tokens.format import (
+    MAX_HEADER_BYTES,
+    MAX_TOKEN_BYTES,
+    b64url_decode,
+    decode_json_object,
+)
+
+MAX_KEYS_TRIED = 4  # without a kid, this many keys of the right type at most
+
+_IV_BYTES = {"A128GCM": 12, "A256GCM": 12, "A128CBC-HS256": 16, "A256CBC-HS512": 16}
+_TAG_BYTES = {"A128GCM": 16, "A256GCM": 16, "A128CBC-HS256": 16, "A256CBC-HS512": 32}
+_CEK_BYTES = {"A128GCM": 16, "A256GCM": 32, "A128CBC-HS256": 32, "A256CBC-HS512": 64}
+_NO_ENCRYPTED_KEY = frozenset({"dir", "ECDH-ES"})
+_NESTED_CTY = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptionConfig:
+    keys: DecryptionKeySet
+    algorithms: frozenset[str]
+    encryptions: frozenset[str]
+    registry: JWERegistry
+
+    @classmethod
+    def build(
+        cls, keys: DecryptionKeySet, algorithms: frozenset[str], encryptions: frozenset[str]
+    ) -> DecryptionConfig:
+        algorithms = algorithms & frozenset(KEY_MANAGEMENT_ALGORITHMS)
+        encryptions = encryptions & frozenset(CONTENT_ENCRYPTIONS)
+        registry = JWERegistry(algorithms=sorted(algorithms | encryptions))
+        return cls(keys, algorithms, encryptions, registry)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Decrypted:
+    header: dict[str, Any]
+    plaintext: bytes
+    key: DecryptionKey
+
+    def nested_token(self) -> str | None:
+        """The inner compact JWS, or None when the plaintext is bare claims."""
+        cty = self.header.get("cty")
+        declared = isinstance(cty, str) and cty.lower() in _NESTED_CTY
+        try:
+            text = self.plaintext.decode("ascii").strip()
+        except UnicodeDecodeError:
+            text = ""
+        if _COMPACT_JWS.fullmatch(text):
+            return text
+        if declared:
+            raise Denied(DenialReason.NESTED_TOKEN_INVALID, "cty says JWT, plaintext is not a JWS")
+        return None
+
+    def __repr__(self) -> str:
+        return f"Decrypted(alg={self.header.get('alg')}, enc={self.header.get('enc')})"
+
+
+def decrypt_token(token: str, config: DecryptionConfig | None) -> Decrypted:
+    if len(token) > MAX_TOKEN_BYTES:
+        raise Denied(DenialReason.TOKEN_TOO_LARGE, f"token over {MAX_TOKEN_BYTES} bytes")
+    if config is None:
+        raise Denied(DenialReason.TOKEN_ENCRYPTED_UNSUPPORTED, "no decryption keys configured")
+    parts = token.split(".")
+    if len(parts) != 5:
+        raise Denied(DenialReason.TOKEN_MALFORMED, f"{len(parts)} segments, a JWE has 5")
+    header_raw = b64url_decode(parts[0], "header")
+    if len(header_raw) > MAX_HEADER_BYTES:
+        raise Denied(DenialReason.TOKEN_HEADER_INVALID, "header over the size limit")
+    header = decode_json_object(header_raw, DenialReason.TOKEN_HEADER_INVALID, "header")
+    alg, enc = _check_header(header, config)
+    encrypted_key, iv, _ciphertext, tag = (b64url_decode(p, "segment") for p in parts[1:])
+    if (alg in _NO_ENCRYPTED_KEY) != (not encrypted_key):
+        raise Denied(DenialReason.TOKEN_MALFORMED, f"encrypted key does not fit {alg}")
+    if len(iv) != _IV_BYTES[enc]:
+        raise Denied(DenialReason.TOKEN_MALFORMED, f"IV length wrong for {enc}")
+    if len(tag) != _TAG_BYTES[enc]:
+        raise Denied(DenialReason.TOKEN_MALFORMED, f"tag length wrong for {enc}")
+    kid = header.get("kid")
+    candidates = config.keys.candidates(kid if isinstance(kid, str) else None, alg)
+    if alg == "dir":
+        candidates = [k for k in candidates if k.size == _CEK_BYTES[enc]]
+    if not candidates:
+        raise Denied(DenialReason.DECRYPTION_KEY_UNKNOWN, f"no decryption key for {alg}")
+    for key in candidates[:MAX_KEYS_TRIED]:
+        plaintext = _attempt(token, key, config.registry)
+        if plaintext is not None:
+            return Decrypted(header, plaintext, key)
+    raise Denied(DenialReason.DECRYPTION_FAILED)
+
+
+def _check_header(header: dict[str, Any], config: DecryptionConfig) -> tuple[str, str]:
+    alg = header.get("alg")
+    enc = header.get("enc")
+    if not isinstance(alg, str) or not isinstance(enc, str):
+        raise Denied(DenialReason.TOKEN_HEADER_INVALID, "'alg' and 'enc' must be strings")
+    if "crit" in header:
+        raise Denied(DenialReason.TOKEN_CRIT_UNSUPPORTED)
+    if "zip" in header:
+        raise Denied(DenialReason.TOKEN_COMPRESSED, "compressed plaintext is refused")
+    if alg not in config.algorithms:
+        raise Denied(DenialReason.ENCRYPTION_NOT_ALLOWED, f"alg {alg[:32]}")
+    if enc not in config.encryptions:
+        raise Denied(DenialReason.ENCRYPTION_NOT_ALLOWED, f"enc {enc[:32]}")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise Denied(DenialReason.TOKEN_HEADER_INVALID, "'kid' is not a string")
+    return alg, enc
+
+
+def _attempt(token: str, key: DecryptionKey, registry: JWERegistry) -> bytes | None:
+    try:
+        result = jwe.decrypt_compact(token, key.key, registry=registry)
+    except Exception:
+        return None
+    plaintext = result.plaintext
+    return plaintext if isinstance(plaintext, bytes) else None
