@@ -28,6 +28,39 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a policy file")
     check.add_argument("config", type=Path)
 
+    keys = commands.add_parser("keys", help="our decryption keys (JWE)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    gen = key_commands.add_parser(
+        "generate", help="write a private JWKS and print its public half (to encrypt to us)"
+    )
+    gen.add_argument("--out", required=True, type=Path, help="private JWKS file to write")
+    gen.add_argument(
+        "--alg",
+        default="RSA-OAEP-256",
+        choices=[
+            "RSA-OAEP",
+            "RSA-OAEP-256",
+            "ECDH-ES",
+            "ECDH-ES+A128KW",
+            "ECDH-ES+A256KW",
+            "A128KW",
+            "A256KW",
+            "dir",
+        ],
+    )
+    gen.add_argument("--kid", help="key id (default: random)")
+    gen.add_argument("--curve", default="P-256", choices=["P-256", "P-384", "P-521", "X25519"])
+    gen.add_argument("--rsa-bits", type=int, default=2048)
+    gen.add_argument(
+        "--enc",
+        default="A256GCM",
+        choices=["A128GCM", "A256GCM", "A128CBC-HS256", "A256CBC-HS512"],
+        help="with --alg dir: the content encryption the key is for",
+    )
+    gen.add_argument("--append", action="store_true", help="add a key to an existing file")
+    public = key_commands.add_parser("public", help="print the public half of a private JWKS")
+    public.add_argument("file", type=Path)
+
     demo = commands.add_parser("demo", help="demo components (issuer, upstream, full stack)")
     demo.add_argument("component", choices=["run", "issuer", "upstream"])
     demo.add_argument("args", nargs=argparse.REMAINDER)
@@ -47,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "keys":
+        return _keys(args)
     if args.command == "demo":
         return _demo(args.component, args.args)
     return 2
@@ -63,6 +98,36 @@ def check_config(path: Path) -> int:
             print(problem, file=sys.stderr)
         return 1
     print(f"{path}: ok ({len(policy.issuers)} issuers, {len(policy.routes)} routes)")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    import json
+
+    from ext_authz.keys.decryption_keys import DecryptionKeyError, load_decryption_keys
+    from ext_authz.keys.generate import generate, public_jwks
+
+    try:
+        if args.keys_command == "generate":
+            public = generate(
+                args.out,
+                args.alg,
+                kid=args.kid,
+                curve=args.curve,
+                rsa_bits=args.rsa_bits,
+                enc=args.enc,
+                append=args.append,
+            )
+            print(f"wrote {args.out} (private: keep it secret, mode 0600)", file=sys.stderr)
+        else:
+            load_decryption_keys(path=args.file)
+            public = public_jwks(json.loads(args.file.read_text(encoding="utf-8")))
+    except (OSError, ValueError, DecryptionKeyError) as exc:
+        print(f"ext-authz keys: {exc}", file=sys.stderr)
+        return 1
+    if not public["keys"]:
+        print("symmetric keys only: share them with the issuer out of band", file=sys.stderr)
+    print(json.dumps(public, indent=2))
     return 0
 
 
