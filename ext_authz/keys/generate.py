@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+from joserfc.jwk import ECKey, KeyParameters, OctKey, OKPKey, RSAKey
 
 from ext_authz.keys.decryption_keys import parse_decryption_jwks
 
@@ -18,7 +18,7 @@ _CEK_BITS = {"A128GCM": 128, "A256GCM": 256, "A128CBC-HS256": 256, "A256CBC-HS51
 
 def new_key(alg: str, *, kid: str | None, curve: str, rsa_bits: int, enc: str) -> dict[str, Any]:
     kid = kid or f"enc-{secrets.token_hex(6)}"
-    params: dict[str, Any] = {"kid": kid, "alg": alg, "use": "enc"}
+    params: KeyParameters = {"kid": kid, "alg": alg, "use": "enc"}
     key: RSAKey | ECKey | OKPKey | OctKey
     if alg in ("RSA-OAEP", "RSA-OAEP-256"):
         if rsa_bits < 2048:
@@ -28,7 +28,7 @@ def new_key(alg: str, *, kid: str | None, curve: str, rsa_bits: int, enc: str) -
         if curve == "X25519":
             key = OKPKey.generate_key("X25519", parameters=params)
         elif curve in ("P-256", "P-384", "P-521"):
-            key = ECKey.generate_key(curve, parameters=params)  # type: ignore[arg-type]
+            key = ECKey.generate_key(curve, parameters=params)
         else:
             raise ValueError(f"unsupported curve {curve}")
     elif alg == "A128KW":
