@@ -28,6 +28,13 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a policy file")
     check.add_argument("config", type=Path)
 
+    health = commands.add_parser(
+        "health", help="exit 0 when the server at --target reports SERVING (for probes)"
+    )
+    health.add_argument("--target", default="127.0.0.1:9001", help="HOST:PORT")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--service", default="", help="service name (default: the server)")
+
     keys = commands.add_parser("keys", help="our decryption keys (JWE)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     gen = key_commands.add_parser(
@@ -80,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "health":
+        return health_check(args.target, args.timeout, args.service)
     if args.command == "keys":
         return _keys(args)
     if args.command == "demo":
@@ -99,6 +108,23 @@ def check_config(path: Path) -> int:
         return 1
     print(f"{path}: ok ({len(policy.issuers)} issuers, {len(policy.routes)} routes)")
     return 0
+
+
+def health_check(target: str, timeout: float, service: str = "") -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+    except grpc.RpcError as exc:
+        print(f"{target}: {exc.code().name}", file=sys.stderr)
+        return 1
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{target}: {name}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _keys(args: argparse.Namespace) -> int:

@@ -302,3 +302,19 @@ def test_bad_policy_stops_the_server_with_line_and_field(tmp_path: Path) -> None
     with running(server_cmd(policy, free_port()), name="ext-authz") as server:
         assert server.proc.wait(timeout=15) == 1
         assert "policy.yaml:4: routes[0].match.path: must start with '/'" in server.stderr_text()
+
+
+def test_health_command_follows_the_server(
+    broken_corp: tuple[JwksServer, JwksServer, Path],
+) -> None:
+    import subprocess
+
+    _corp, _partner, policy = broken_corp
+    port = free_port()
+    health = [sys.executable, "-m", "ext_authz", "health", "--target", f"127.0.0.1:{port}"]
+    assert subprocess.run(health, capture_output=True, check=False).returncode == 1
+    with running(server_cmd(policy, port), name="ext-authz") as server:
+        assert wait_for_grpc_serving("127.0.0.1", port, START_TIMEOUT, server)
+        result = subprocess.run(health, capture_output=True, text=True, check=False)
+        assert result.returncode == 0
+        assert "SERVING" in result.stdout
