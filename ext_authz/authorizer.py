@@ -17,7 +17,7 @@ from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.jwks import VerificationKey
 from ext_authz.keys.store import KeyProvider
-from ext_authz.policy.claim_headers import claim_headers
+from ext_authz.policy.claim_headers import UnsafeClaim, claim_headers
 from ext_authz.policy.model import Access, IssuerPolicy, Policy, Route
 from ext_authz.policy.routes import select_route
 from ext_authz.policy.rules import enforce
@@ -71,10 +71,28 @@ class Authorizer:
         if route is None:
             return Deny(DenialReason.NO_ROUTE, policy.realm)
         if route.access is Access.DENY:
-            return Deny(DenialReason.ROUTE_DENY, policy.realm, route=route.name)
-        if route.access is Access.ANONYMOUS:
-            return Allow(route.name, remove=tuple(sorted(policy.identity_headers)))
-        return self._require(policy, route, request)
+            decision: Decision = Deny(DenialReason.ROUTE_DENY, policy.realm, route=route.name)
+        elif route.access is Access.ANONYMOUS:
+            decision = Allow(route.name, remove=tuple(sorted(policy.identity_headers)))
+        else:
+            decision = self._require(policy, route, request)
+        if route.dry_run and isinstance(decision, Deny):
+            return self._dry_run(policy, route, decision)
+        return decision
+
+    @staticmethod
+    def _dry_run(policy: Policy, route: Route, denied: Deny) -> Allow:
+        """A dry-run route lets the request through, telling upstream what would have
+        happened; no claim is injected, and identity headers are still stripped."""
+        return Allow(
+            route.name,
+            issuer=denied.issuer,
+            subject=denied.subject,
+            headers=((route.dry_run_header, denied.reason.value),),
+            remove=tuple(sorted(policy.identity_headers - {route.dry_run_header})),
+            dry_run=denied.reason,
+            log_subject=route.log_subject,
+        )
 
     def _require(self, policy: Policy, route: Route, request: RequestView) -> Decision:
         requirement = route.requirement
@@ -86,6 +104,20 @@ class Authorizer:
                 raise Denied(DenialReason.TOKEN_MISSING)
             identity = self.authenticate(policy, token)
             enforce(requirement, identity.issuer.name, identity.claims, identity.encrypted)
+            plan = claim_headers(
+                route.headers, identity.claims, policy.identity_headers, route.unsafe_values
+            )
+        except UnsafeClaim as unsafe:
+            assert identity is not None
+            return Deny(
+                DenialReason.CLAIM_VALUE_UNSAFE,
+                policy.realm,
+                route=route.name,
+                issuer=identity.issuer.name,
+                subject=identity.subject,
+                detail=str(unsafe),
+                log_subject=route.log_subject,
+            )
         except Denied as denied:
             return Deny(
                 denied.reason,
@@ -95,17 +127,16 @@ class Authorizer:
                 subject=identity.subject if identity else None,
                 scopes=requirement.scopes,
                 detail=denied.detail,
+                log_subject=route.log_subject,
             )
-        headers, remove, notes = claim_headers(
-            route.headers, identity.claims, policy.identity_headers
-        )
         return Allow(
             route.name,
             issuer=identity.issuer.name,
             subject=identity.subject,
-            headers=headers,
-            remove=remove,
-            notes=notes,
+            headers=plan.headers,
+            remove=plan.remove,
+            notes=plan.notes,
+            log_subject=route.log_subject,
         )
 
     def authenticate(self, policy: Policy, token: str) -> Identity:

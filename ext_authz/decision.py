@@ -15,6 +15,8 @@ class Allow:
     headers: tuple[tuple[str, str], ...] = ()  # set on the upstream request, overwriting
     remove: tuple[str, ...] = ()  # removed from the upstream request
     notes: tuple[str, ...] = ()  # why a mapped header was left out, for the log
+    dry_run: DenialReason | None = None  # the denial a dry-run route let through
+    log_subject: bool = False  # the route lets the decision log name the subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,7 @@ class Deny:
     subject: str | None = None
     scopes: tuple[str, ...] = ()  # scopes the route needs, for insufficient_scope
     detail: str = ""  # operator-facing; never token, key or claim values
+    log_subject: bool = False
 
 
 Decision = Allow | Deny

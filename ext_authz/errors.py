@@ -66,6 +66,7 @@ class DenialReason(enum.Enum):
     # policy rules
     SCOPE_MISSING = "scope_missing"
     CLAIM_MISMATCH = "claim_mismatch"
+    CLAIM_VALUE_UNSAFE = "claim_value_unsafe"
     # the server itself
     INTERNAL_ERROR = "internal_error"
 
@@ -84,6 +85,7 @@ _CLASS_OF: dict[DenialReason, ErrorClass] = {
     DenialReason.KEYS_UNAVAILABLE: ErrorClass.UNAVAILABLE,
     DenialReason.SCOPE_MISSING: ErrorClass.INSUFFICIENT_SCOPE,
     DenialReason.CLAIM_MISMATCH: ErrorClass.INSUFFICIENT_SCOPE,
+    DenialReason.CLAIM_VALUE_UNSAFE: ErrorClass.FORBIDDEN,
     DenialReason.INTERNAL_ERROR: ErrorClass.INTERNAL,
 }
 for _reason in DenialReason:

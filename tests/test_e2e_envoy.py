@@ -83,12 +83,28 @@ routes:
       x-user-id: sub
       x-user-email: email
       x-tenant-id: org.tenant
+      x-user-name: name
   - name: write-orders
     match: {{ path_prefix: /api/orders, methods: [POST, PUT, DELETE] }}
     require:
       issuers: [corp]
       scopes: [orders:write]
       claims: {{ email_verified: true }}
+    headers: {{ x-user-id: sub }}
+  - name: strict-headers
+    match: {{ path_prefix: /strict }}
+    require: {{}}
+    unsafe_values: deny
+    headers: {{ x-user-name: name }}
+  - name: encoded-headers
+    match: {{ path_prefix: /encoded }}
+    require: {{}}
+    unsafe_values: encode
+    headers: {{ x-user-name: name }}
+  - name: trial
+    match: {{ path_prefix: /trial }}
+    mode: dry_run
+    require: {{ scopes: [admin] }}
     headers: {{ x-user-id: sub }}
   - name: blocked
     match: {{ path_prefix: /internal }}
@@ -172,6 +188,35 @@ def test_anonymous_route_strips_identity_headers(stack: Stack) -> None:
     )
     assert "x-user-id" not in headers
     assert "x-tenant-id" not in headers
+
+
+def test_claim_with_crlf_is_never_injected(stack: Stack) -> None:
+    token = mint(CORP, name="Ann\r\nx-admin: true")
+    headers = stack.upstream_headers(stack.get("/api/orders", token, **{"x-user-name": "spoof"}))
+    assert "x-user-name" not in headers
+    assert "x-admin" not in headers
+    assert headers["x-user-id"] == "user-of-corp"
+
+
+def test_unsafe_claim_denied_where_the_route_says_deny(stack: Stack) -> None:
+    assert stack.get("/strict/1", mint(CORP, name="Ann\x00")).status_code == 403
+    assert stack.get("/strict/1", mint(CORP, name="Ann")).status_code == 200
+
+
+def test_unsafe_claim_percent_encoded_where_the_route_says_encode(stack: Stack) -> None:
+    headers = stack.upstream_headers(stack.get("/encoded/1", mint(CORP, name="Zoë\n")))
+    assert headers["x-user-name"] == "Zo%C3%AB%0A"
+
+
+def test_dry_run_route_allows_with_the_would_be_reason(stack: Stack) -> None:
+    headers = stack.upstream_headers(
+        stack.get("/trial/x", mint(CORP), **{"x-ext-authz-dry-run": "spoofed"})
+    )
+    assert headers["x-ext-authz-dry-run"] == "scope_missing"
+    assert "x-user-id" not in headers
+    allowed = stack.upstream_headers(stack.get("/trial/x", mint(CORP, scope="admin")))
+    assert "x-ext-authz-dry-run" not in allowed
+    assert allowed["x-user-id"] == "user-of-corp"
 
 
 def test_missing_token_is_401_with_a_bare_challenge(stack: Stack) -> None:

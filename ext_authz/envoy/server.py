@@ -61,8 +61,12 @@ def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:
         "issuer": decision.issuer,
         "latency_ms": round(seconds * 1000, 3),
     }
+    if decision.log_subject and decision.subject is not None:
+        fields["subject"] = decision.subject
     if isinstance(decision, Allow):
         fields.update(result="allow", status=200)
+        if decision.dry_run is not None:
+            fields.update(result="dry_run", reason=decision.dry_run.value)
         if decision.notes:
             fields["header_notes"] = list(decision.notes)
     else:

@@ -1,61 +1,122 @@
 """Render claims into upstream header values, safely.
 
-Strings go as they are, numbers and booleans as JSON, lists as comma-separated
-values and objects as compact JSON. A value that cannot travel safely in an HTTP
-header (control characters, over the size limit) is not injected: the header is
-removed instead, and the reason is logged by name, never by value.
+Encodings (per header, `encoding:` in the policy):
+- `plain` (default): strings as they are, numbers and booleans as JSON, arrays as
+  comma-separated items, objects as compact JSON;
+- `json`: the claim as compact JSON, always (strings get their quotes);
+- `base64url`: the UTF-8 of the `json` form, base64url without padding.
+
+A value is unsafe to send as-is when it holds control characters (CR, LF, NUL, …),
+non-ASCII characters, or is over the size limit. What then happens is the route's
+`unsafe_values` choice: `drop` the header (default; it is removed upstream), `deny`
+the request, or `encode` it (RFC 3986 percent-encoding of its UTF-8; with `encode`
+every value holding a '%' is encoded too, so upstream can always percent-decode).
+Notes name the header and the problem, never the value.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import quote
 
-from ext_authz.policy.model import HeaderMapping
+from ext_authz.policy.model import HeaderMapping, UnsafeValues
 from ext_authz.tokens.claims import MISSING, lookup
 
 MAX_HEADER_VALUE_BYTES = 8 * 1024
 
 
 class Unrenderable(ValueError):
-    pass
+    """The claim has no header form (null, not a JSON value) or is unsafe as-is."""
 
 
-def render(value: Any) -> str:
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    elif isinstance(value, int | float):
-        text = json.dumps(value)
-    elif isinstance(value, list):
-        text = ", ".join(_render_item(item) for item in value)
-    elif isinstance(value, dict):
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-    elif value is None:
+class UnsafeClaim(Unrenderable):
+    """Raised when a route denies requests whose mapped claims are unsafe."""
+
+    def __init__(self, header: str, why: str) -> None:
+        super().__init__(f"{header}: {why}")
+        self.header = header
+
+
+class HeaderPlan(NamedTuple):
+    headers: tuple[tuple[str, str], ...]
+    remove: tuple[str, ...]
+    notes: tuple[str, ...]
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+
+
+def format_value(value: Any, encoding: str = "plain") -> str:
+    """The header text of a claim, before any safety check."""
+    if value is None:
         raise Unrenderable("claim is null")
-    else:
+    if not _is_json(value):
         raise Unrenderable("claim is not a JSON value")
+    if encoding == "json":
+        return _compact(value)
+    if encoding == "base64url":
+        return base64.urlsafe_b64encode(_compact(value).encode()).rstrip(b"=").decode()
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    if isinstance(value, list):
+        if any(item is None for item in value):
+            raise Unrenderable("claim is null")
+        return ", ".join(
+            _compact(item) if isinstance(item, dict | list) else format_value(item)
+            for item in value
+        )
+    return _compact(value)
+
+
+def _is_json(value: Any) -> bool:
+    if value is None or isinstance(value, str | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
+
+
+def unsafe_reason(text: str) -> str | None:
     if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in text):
-        raise Unrenderable("claim holds control characters")
+        return "claim holds control characters"
     if len(text.encode("utf-8")) > MAX_HEADER_VALUE_BYTES:
-        raise Unrenderable("claim is over the header size limit")
+        return "claim is over the header size limit"
+    if not text.isascii():
+        return "claim holds non-ASCII characters"
+    return None
+
+
+def render(value: Any, encoding: str = "plain") -> str:
+    """The header value, or `Unrenderable` when it cannot be sent as-is."""
+    text = format_value(value, encoding)
+    why = unsafe_reason(text)
+    if why is not None:
+        raise Unrenderable(why)
     return text
 
 
-def _render_item(item: Any) -> str:
-    if isinstance(item, dict | list):
-        return json.dumps(item, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-    return render(item)
+def _encode(text: str) -> str | None:
+    encoded = quote(text, safe="")
+    return encoded if len(encoded) <= MAX_HEADER_VALUE_BYTES else None
 
 
 def claim_headers(
     mappings: tuple[HeaderMapping, ...],
     claims: Mapping[str, Any],
     identity_headers: frozenset[str],
-) -> tuple[tuple[tuple[str, str], ...], tuple[str, ...], tuple[str, ...]]:
-    """(headers to set, headers to remove, notes on headers left out).
+    unsafe: UnsafeValues = UnsafeValues.DROP,
+) -> HeaderPlan:
+    """Headers to set, headers to remove, and notes on headers left out.
 
     Every identity header of the policy that is not set is removed, so that a client
     can never pass its own value through under one of those names.
@@ -67,9 +128,23 @@ def claim_headers(
         if value is MISSING:
             continue
         try:
-            to_set.append((mapping.header, render(value)))
+            text = format_value(value, mapping.encoding)
         except Unrenderable as why:
             notes.append(f"{mapping.header}: {why}")
+            continue
+        why_unsafe = unsafe_reason(text)
+        if unsafe is UnsafeValues.ENCODE and (why_unsafe or "%" in text):
+            encoded = _encode(text)
+            if encoded is not None:
+                to_set.append((mapping.header, encoded))
+                continue
+            why_unsafe = "claim is over the header size limit once encoded"
+        if why_unsafe is None:
+            to_set.append((mapping.header, text))
+        elif unsafe is UnsafeValues.DENY:
+            raise UnsafeClaim(mapping.header, why_unsafe)
+        else:
+            notes.append(f"{mapping.header}: {why_unsafe}")
     set_names = {name for name, _ in to_set}
     remove = tuple(sorted(identity_headers - set_names))
-    return tuple(to_set), remove, tuple(notes)
+    return HeaderPlan(tuple(to_set), remove, tuple(notes))

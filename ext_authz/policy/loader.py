@@ -32,6 +32,7 @@ from ext_authz.policy.model import (
     Requirement,
     Route,
     RouteMatch,
+    UnsafeValues,
 )
 from ext_authz.policy.schema import (
     SIGNATURE_ALGORITHMS,
@@ -49,6 +50,7 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 MAX_KEY_FILE_BYTES = 1024 * 1024
+_RESERVED_DRY_RUN = frozenset({"host", "authorization", "content-length", "content-type", "cookie"})
 _ISSUER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -181,7 +183,9 @@ class _Compiler:
             route = self._route(index, route_model, model.issuers.keys())
             if route is not None:
                 routes.append(route)
-        identity_headers = frozenset(m.header for r in routes for m in r.headers)
+        identity_headers = frozenset(m.header for r in routes for m in r.headers) | {
+            r.dry_run_header for r in routes if r.dry_run
+        }
         decryption = self._decryption(model)
         self._check_unsigned_encrypted(issuers, decryption)
         return Policy(
@@ -382,12 +386,24 @@ class _Compiler:
             return None
         match = self._match((*base, "match"), model.match)
         headers = tuple(
-            HeaderMapping(header=name.lower(), claim=claim, path=_claim_path(claim))
-            for name, claim in model.headers.items()
+            HeaderMapping(
+                header=name.lower(),
+                claim=spec if isinstance(spec, str) else spec.claim,
+                path=_claim_path(spec if isinstance(spec, str) else spec.claim),
+                encoding="plain" if isinstance(spec, str) else spec.encoding,
+            )
+            for name, spec in model.headers.items()
         )
-        for name, claim in model.headers.items():
-            if not all(_claim_path(claim)):
-                self.error((*base, "headers", name), f"claim path '{claim}' has an empty part")
+        for mapping in headers:
+            if not all(mapping.path):
+                self.error(
+                    (*base, "headers", mapping.header),
+                    f"claim path '{mapping.claim}' has an empty part",
+                )
+        if model.dry_run_header in _RESERVED_DRY_RUN or model.dry_run_header in {
+            h.header for h in headers
+        }:
+            self.error((*base, "dry_run_header"), "must not be a reserved or mapped header")
         lowered = [h.header for h in headers]
         if len(set(lowered)) != len(lowered):
             self.error((*base, "headers"), "a header name is mapped twice (names ignore case)")
@@ -424,6 +440,10 @@ class _Compiler:
             access=access,
             requirement=requirement,
             headers=headers,
+            unsafe_values=UnsafeValues(model.unsafe_values),
+            dry_run=model.mode == "dry_run",
+            dry_run_header=model.dry_run_header,
+            log_subject=model.log_subject,
         )
 
     def _match(self, where: FieldPath, model: MatchModel) -> RouteMatch | None:

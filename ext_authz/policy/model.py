@@ -100,6 +100,15 @@ class HeaderMapping:
     header: str  # lower-case
     claim: str  # dotted path as written
     path: ClaimPath
+    encoding: str = "plain"  # plain | json | base64url
+
+
+class UnsafeValues(enum.Enum):
+    """What to do with a claim value that cannot travel as-is in a header."""
+
+    DROP = "drop"  # leave the header out (it is removed upstream)
+    DENY = "deny"  # refuse the request
+    ENCODE = "encode"  # percent-encode it (RFC 3986), if it then fits
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +118,10 @@ class Route:
     access: Access
     requirement: Requirement | None
     headers: tuple[HeaderMapping, ...]
+    unsafe_values: UnsafeValues = UnsafeValues.DROP
+    dry_run: bool = False
+    dry_run_header: str = "x-ext-authz-dry-run"
+    log_subject: bool = False
 
 
 @dataclass(frozen=True, slots=True)

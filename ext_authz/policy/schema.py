@@ -213,13 +213,24 @@ class RequireModel(_Strict):
         return value
 
 
+class HeaderSpecModel(_Strict):
+    claim: NonEmptyStr
+    encoding: Literal["plain", "json", "base64url"] = "plain"
+
+
 class RouteModel(_Strict):
     name: NonEmptyStr
     match: MatchModel
     allow: Literal["anonymous"] | None = None
     deny: Literal[True] | None = None
     require: RequireModel | None = None
-    headers: dict[str, NonEmptyStr] = Field(default_factory=dict)
+    headers: dict[str, NonEmptyStr | HeaderSpecModel] = Field(default_factory=dict)
+    unsafe_values: Literal["drop", "deny", "encode"] = "drop"
+    mode: Literal["enforce", "dry_run"] = "enforce"
+    dry_run_header: Annotated[str, Field(pattern=r"^[a-z0-9!#$%&'*+.^_`|~-]+$")] = (
+        "x-ext-authz-dry-run"
+    )
+    log_subject: bool = False
 
     @field_validator("headers")
     @classmethod
