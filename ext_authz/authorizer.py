@@ -44,6 +44,15 @@ class Identity:
         return sub if isinstance(sub, str) else None
 
 
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """A policy and the key provider serving its issuers: swapped together on reload,
+    so a check runs start to finish on one consistent pair."""
+
+    policy: Policy
+    keys: KeyProvider
+
+
 class Authorizer:
     def __init__(
         self,
@@ -52,21 +61,35 @@ class Authorizer:
         clock: Clock | None = None,
         cache: VerifiedTokenCache | None = None,
     ) -> None:
-        self._policy = policy
-        self._keys = keys
+        self._runtime: Callable[[], Runtime] = lambda: Runtime(policy(), keys)
         self._clock = clock or SystemClock()
         self._cache = cache
 
+    @classmethod
+    def over(
+        cls,
+        runtime: Callable[[], Runtime],
+        clock: Clock | None = None,
+        cache: VerifiedTokenCache | None = None,
+    ) -> Authorizer:
+        """An authorizer reading policy and keys together from `runtime`."""
+        authorizer = cls.__new__(cls)
+        authorizer._runtime = runtime
+        authorizer._clock = clock or SystemClock()
+        authorizer._cache = cache
+        return authorizer
+
     def check(self, request: RequestView) -> Decision:
         """Decide. Never raises: an unexpected error is a logged deny."""
-        policy = self._policy()
+        runtime = self._runtime()
         try:
-            return self._decide(policy, request)
+            return self._decide(runtime, request)
         except Exception:
             log.exception("internal error while deciding; denying")
-            return Deny(DenialReason.INTERNAL_ERROR, policy.realm)
+            return Deny(DenialReason.INTERNAL_ERROR, runtime.policy.realm)
 
-    def _decide(self, policy: Policy, request: RequestView) -> Decision:
+    def _decide(self, runtime: Runtime, request: RequestView) -> Decision:
+        policy = runtime.policy
         route = select_route(policy.routes, request)
         if route is None:
             return Deny(DenialReason.NO_ROUTE, policy.realm)
@@ -75,7 +98,7 @@ class Authorizer:
         elif route.access is Access.ANONYMOUS:
             decision = Allow(route.name, remove=tuple(sorted(policy.identity_headers)))
         else:
-            decision = self._require(policy, route, request)
+            decision = self._require(runtime, route, request)
         if route.dry_run and isinstance(decision, Deny):
             return self._dry_run(policy, route, decision)
         return decision
@@ -94,7 +117,8 @@ class Authorizer:
             log_subject=route.log_subject,
         )
 
-    def _require(self, policy: Policy, route: Route, request: RequestView) -> Decision:
+    def _require(self, runtime: Runtime, route: Route, request: RequestView) -> Decision:
+        policy = runtime.policy
         requirement = route.requirement
         assert requirement is not None
         identity: Identity | None = None
@@ -102,7 +126,7 @@ class Authorizer:
             token = bearer_token(request.headers)
             if token is None:
                 raise Denied(DenialReason.TOKEN_MISSING)
-            identity = self.authenticate(policy, token)
+            identity = self.authenticate(policy, token, runtime.keys)
             enforce(requirement, identity.issuer.name, identity.claims, identity.encrypted)
             plan = claim_headers(
                 route.headers, identity.claims, policy.identity_headers, route.unsafe_values
@@ -139,13 +163,13 @@ class Authorizer:
             log_subject=route.log_subject,
         )
 
-    def authenticate(self, policy: Policy, token: str) -> Identity:
+    def authenticate(self, policy: Policy, token: str, keys: KeyProvider) -> Identity:
         """Verify a bearer token (JWS, or JWE around a JWS) against the policy's issuers.
         Raises `Denied`."""
         cache = self._cache
         if cache is not None:
             hit = cache.get(token)
-            if hit is not None and hit.policy is policy and self._still_valid(hit):
+            if hit is not None and hit.policy is policy and self._still_valid(hit, keys):
                 return Identity(hit.issuer, hit.claims, hit.encrypted)
         encrypted = segment_count(token) == 5
         if encrypted:
@@ -155,9 +179,9 @@ class Authorizer:
                 identity, exp = self._unsigned_claims(policy, decrypted)
                 key = None
             else:
-                identity, key, exp = self._verify_signed(policy, inner, encrypted=True)
+                identity, key, exp = self._verify_signed(policy, inner, keys, encrypted=True)
         else:
-            identity, key, exp = self._verify_signed(policy, token, encrypted=False)
+            identity, key, exp = self._verify_signed(policy, token, keys, encrypted=False)
             if identity.issuer.require_encryption:
                 raise Denied(DenialReason.ENCRYPTION_REQUIRED, "issuer requires encrypted tokens")
         if cache is not None:
@@ -174,21 +198,22 @@ class Authorizer:
             )
         return identity
 
-    def _still_valid(self, hit: VerifiedToken) -> bool:
+    @staticmethod
+    def _still_valid(hit: VerifiedToken, keys: KeyProvider) -> bool:
         if hit.key is None:  # unsigned claims: the decryption key is part of the policy
             return True
-        current = self._keys.current(hit.issuer.name).keys
+        current = keys.current(hit.issuer.name).keys
         return current is not None and current.holds(hit.key)
 
     def _verify_signed(
-        self, policy: Policy, token: str, *, encrypted: bool
+        self, policy: Policy, token: str, keys: KeyProvider, *, encrypted: bool
     ) -> tuple[Identity, VerificationKey, float]:
         signed = parse_signed(token)
         issuer = self._issuer_of(policy, signed.claims)
         if signed.alg not in issuer.algorithms:
             raise Denied(DenialReason.ALGORITHM_NOT_ALLOWED, f"alg {signed.alg}")
         exp = check_registered_claims(signed.claims, issuer, self._clock.now())
-        key = self._key_for(issuer, signed)
+        key = self._key_for(issuer, signed, keys)
         verify_signature(signed, key)
         return Identity(issuer, signed.claims, encrypted), key, exp
 
@@ -217,8 +242,9 @@ class Authorizer:
             raise Denied(DenialReason.ISSUER_UNKNOWN)
         return issuer
 
-    def _key_for(self, issuer: IssuerPolicy, signed: SignedToken) -> VerificationKey:
-        snapshot = self._keys.current(issuer.name)
+    @staticmethod
+    def _key_for(issuer: IssuerPolicy, signed: SignedToken, keys: KeyProvider) -> VerificationKey:
+        snapshot = keys.current(issuer.name)
         if snapshot.keys is not None:
             try:
                 return select_key(snapshot.keys, signed)
@@ -230,7 +256,7 @@ class Authorizer:
             first_miss = None
         if not issuer.source.is_remote:
             raise Denied(DenialReason.KEYS_UNAVAILABLE, "no keys")
-        refreshed = self._keys.refetch(issuer.name)
+        refreshed = keys.refetch(issuer.name)
         if refreshed is not None and refreshed.keys is not None:
             return select_key(refreshed.keys, signed)
         if first_miss is not None:

@@ -320,7 +320,8 @@ def _print_instructions(
         print()
     print("# a fresh token from the demo issuer:")
     print(shlex.join(["curl", "-s", f"{issuer.token_url('corp')}?scope=orders:read&sub=alice"]))
-    print(f"\nLogs: {log_dir}/ext-authz.stderr.log and {log_dir}/envoy.stderr.log\n", flush=True)
+    print(f"\nLogs (removed on exit): {log_dir}/ext-authz.stderr.log", flush=True)
+    print(f"                        {log_dir}/envoy.stderr.log\n", flush=True)
 
 
 def _smoke(requests: list[DemoRequest], params: EnvoyParams) -> int:
@@ -328,7 +329,12 @@ def _smoke(requests: list[DemoRequest], params: EnvoyParams) -> int:
     with httpx.Client(trust_env=False, timeout=5.0) as client:
         for request in requests:
             headers = {} if request.token is None else {"Authorization": f"Bearer {request.token}"}
-            response = client.get(f"{params.listen_url}{request.path}", headers=headers)
+            try:
+                response = client.get(f"{params.listen_url}{request.path}", headers=headers)
+            except httpx.HTTPError as exc:
+                failures += 1
+                print(f"--- {request.label}: {type(exc).__name__}: {exc}")
+                continue
             ok = response.status_code == request.expect
             failures += not ok
             verdict = "ok" if ok else f"UNEXPECTED, wanted {request.expect}"
@@ -361,7 +367,10 @@ def _serve_forever(children: list[ChildProcess]) -> int:
 
 
 def _run(
-    args: argparse.Namespace, children: list[ChildProcess], servers: list[ThreadingHTTPServer]
+    args: argparse.Namespace,
+    log_dir: Path,
+    children: list[ChildProcess],
+    servers: list[ThreadingHTTPServer],
 ) -> int:
     policy = Path(args.config)
     if not policy.is_file():
@@ -374,8 +383,12 @@ def _run(
     except OSError as exc:
         print(f"demo: cannot start the issuer or upstream: {exc}", file=sys.stderr)
         return 1
+    try:
+        envoy_path = envoy_binary()
+    except FileNotFoundError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 1
 
-    log_dir = Path(args.log_dir)
     params = EnvoyParams(
         listen_address=HOST,
         listen_port=ENVOY_PORT,
@@ -389,7 +402,7 @@ def _run(
     envoy_config.write_text(render_envoy_config(params), encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server_cmd = server_command(policy, f"{HOST}:{SERVER_PORT}")
-    envoy_cmd = [envoy_binary(), "-c", str(envoy_config)]
+    envoy_cmd = [envoy_path, "-c", str(envoy_config)]
     envoy_cmd += ["--base-id", str(random_base_id()), "--log-level", "warn"]
     server = ChildProcess("ext-authz", server_cmd, log_dir=log_dir, env=env)
     children.append(server)
@@ -443,9 +456,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_int = signal.getsignal(signal.SIGINT)
     try:
         with tempfile.TemporaryDirectory(prefix="ext-authz-demo-") as log_dir:
-            args.log_dir = log_dir
             try:
-                return _run(args, children, servers)
+                return _run(args, Path(log_dir), children, servers)
             except KeyboardInterrupt:
                 print("\nstopping...", file=sys.stderr)
                 return 0
@@ -458,7 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     _stop_http(http_server)
     finally:
         signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ def _parse_key(index: int, raw: object) -> DecryptionKey:
         if kty == "RSA":
             if "d" not in raw:
                 raise DecryptionKeyError(f"{where}: an RSA decryption key needs its private part")
-            size = _b64_len(raw.get("n")) * 8
+            size = _b64_int(raw.get("n")).bit_length()
             if size < MIN_RSA_BITS:
                 raise DecryptionKeyError(f"{where}: RSA keys need at least {MIN_RSA_BITS} bits")
             key = RSAKey.import_key(dict(raw))
@@ -183,6 +183,16 @@ def _parse_key(index: int, raw: object) -> DecryptionKey:
         if not decryption_key.fits(alg):
             raise DecryptionKeyError(f"{where}: 'alg' {alg} does not fit a {kty} key")
     return decryption_key
+
+
+def _b64_int(value: object) -> int:
+    if not isinstance(value, str) or len(value) > 4096:
+        raise DecryptionKeyError("key member is not base64url")
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        raise DecryptionKeyError("key member is not base64url") from None
+    return int.from_bytes(raw, "big")
 
 
 def _b64_len(value: object) -> int:

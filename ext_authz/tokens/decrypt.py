@@ -34,6 +34,7 @@ _CEK_BYTES = {"A128GCM": 16, "A256GCM": 32, "A128CBC-HS256": 32, "A256CBC-HS512"
 _NO_ENCRYPTED_KEY = frozenset({"dir", "ECDH-ES"})
 _NESTED_CTY = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_COMPACT_JWE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,8 @@ class Decrypted:
             text = ""
         if _COMPACT_JWS.fullmatch(text):
             return text
+        if _COMPACT_JWE.fullmatch(text):
+            raise Denied(DenialReason.NESTED_TOKEN_INVALID, "a JWE inside a JWE")
         if declared:
             raise Denied(DenialReason.NESTED_TOKEN_INVALID, "cty says JWT, plaintext is not a JWS")
         return None
