@@ -3,32 +3,26 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from ext_authz.authorizer import Authorizer
+import grpc
+
+from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.clock import SystemClock
-from ext_authz.envoy.server import build_server, set_serving
+from ext_authz.envoy.server import DecisionObserver, build_server, log_decision, set_serving
 from ext_authz.keys.manager import KeyManager
-from ext_authz.keys.store import KeyStatus
+from ext_authz.keys.store import IssuerKeys, KeyStatus
+from ext_authz.metrics import Metrics, serve_metrics
 from ext_authz.policy.loader import PolicyError, load_policy
 from ext_authz.policy.model import Policy
 from ext_authz.tokens.cache import VerifiedTokenCache
 
 log = logging.getLogger("ext_authz")
-
-
-class PolicyHolder:
-    """The current policy snapshot; a reload replaces it whole, atomically."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-
-    def __call__(self) -> Policy:
-        return self.policy
 
 
 @dataclass(frozen=True)
@@ -37,7 +31,106 @@ class ServeOptions:
     listen: str
     workers: int = 16
     grace: float = 10.0
+    shutdown_delay: float = 1.0
     token_cache_size: int = 10_000
+    metrics_listen: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    reload_interval: float = 2.0
+
+
+class StartupError(Exception):
+    pass
+
+
+def tls_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
+    """Server credentials from the TLS options; any unreadable file is fatal."""
+    if options.tls_cert is None and options.tls_key is None:
+        if options.tls_client_ca is not None:
+            raise StartupError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if options.tls_cert is None or options.tls_key is None:
+        raise StartupError("--tls-cert and --tls-key go together")
+
+    def read(path: Path, what: str) -> bytes:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StartupError(f"cannot read the {what} {path}: {exc.strerror}") from None
+        if b"-----BEGIN" not in data:
+            raise StartupError(f"the {what} {path} is not PEM")
+        return data
+
+    cert = read(options.tls_cert, "TLS certificate")
+    key = read(options.tls_key, "TLS key")
+    client_ca = read(options.tls_client_ca, "client CA") if options.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+class RuntimeHolder:
+    """The live policy and its key manager; a reload swaps both in one assignment."""
+
+    def __init__(self, runtime: Runtime, manager: KeyManager) -> None:
+        self.runtime = runtime
+        self.manager = manager
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Runtime:
+        return self.runtime
+
+    def statuses(self) -> dict[str, IssuerKeys]:
+        return self.manager.statuses()
+
+    def reload(self, config: Path, metrics: Metrics | None) -> bool:
+        """Load, validate and fetch keys for the new policy, then swap. A policy that
+        does not load changes nothing. In-flight checks finish on the old snapshot."""
+        with self._lock:
+            try:
+                policy = load_policy(config)
+            except PolicyError as exc:
+                for problem in exc.problems:
+                    log.error("policy reload refused", extra={"problem": str(problem)})
+                if metrics is not None:
+                    metrics.observe_reload(False)
+                return False
+            manager = start_keys(policy)
+            old = self.manager
+            self.runtime = Runtime(policy, manager)
+            self.manager = manager
+            old.stop()
+            if metrics is not None:
+                metrics.observe_reload(True)
+            log.info(
+                "policy reloaded",
+                extra={"issuers": len(policy.issuers), "routes": len(policy.routes)},
+            )
+            return True
+
+
+def start_keys(policy: Policy) -> KeyManager:
+    manager = KeyManager(clock=SystemClock())
+    manager.start(policy.issuers)
+    manager.wait_ready()
+    return manager
+
+
+def watched_files(policy: Policy) -> list[Path]:
+    files = [p for p in (policy.source, *policy.referenced_files) if p is not None]
+    return sorted(set(files))
+
+
+def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
+    stamps = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            stamps.append((str(path), info.st_mtime_ns, info.st_size, info.st_ino))
+        except OSError:
+            stamps.append((str(path), -1, -1, -1))
+    return tuple(stamps)
 
 
 def serve(options: ServeOptions) -> int:
@@ -48,51 +141,91 @@ def serve(options: ServeOptions) -> int:
         for problem in exc.problems:
             log.error("policy refused", extra={"problem": str(problem)})
         return 1
+    try:
+        credentials = tls_credentials(options)
+    except StartupError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
     clock = SystemClock()
-    holder = PolicyHolder(policy)
-    keys = KeyManager(clock=clock)
+    manager = KeyManager(clock=clock)
+    holder = RuntimeHolder(Runtime(policy, manager), manager)
     cache = VerifiedTokenCache(clock, maxsize=options.token_cache_size)
-    authorizer = Authorizer(holder, keys, clock, cache)
+    authorizer = Authorizer.over(holder, clock, cache)
+    metrics = Metrics() if options.metrics_listen else None
+    observers: list[DecisionObserver] = [log_decision]
+    if metrics is not None:
+        observers.append(lambda decision, _id, seconds: metrics.observe_decision(decision, seconds))
     try:
         server, health_servicer, port = build_server(
-            authorizer, options.listen, realm=policy.realm, workers=options.workers
+            authorizer,
+            options.listen,
+            realm=policy.realm,
+            workers=options.workers,
+            credentials=credentials,
+            observers=observers,
         )
-    except (OSError, RuntimeError) as exc:
-        log.error("cannot start the gRPC server", extra={"error": str(exc)})
+        if metrics is not None and options.metrics_listen is not None:
+            metrics.watch_runtime(holder.statuses, cache)
+            serve_metrics(metrics, options.metrics_listen)
+    except (OSError, RuntimeError, ValueError) as exc:
+        log.error("cannot start the servers", extra={"error": str(exc)})
         return 1
     stopping = threading.Event()
+    reload_requested = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            reload_requested.set()
+            return
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
         stopping.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    keys.start(policy.issuers)
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    manager.start(policy.issuers)
     server.start()
     log.info(
         "listening",
         extra={
             "listen": options.listen,
             "port": port,
+            "tls": credentials is not None,
+            "mtls": options.tls_client_ca is not None,
+            "metrics": options.metrics_listen,
             "issuers": len(policy.issuers),
             "routes": len(policy.routes),
         },
     )
 
     def become_ready() -> None:
-        keys.wait_ready()
+        manager.wait_ready()
         if stopping.is_set():
             return
-        failed = [n for n, s in keys.statuses().items() if s.status is KeyStatus.FAILED]
+        failed = [n for n, s in manager.statuses().items() if s.status is KeyStatus.FAILED]
         set_serving(health_servicer, True)
         log.info("serving", extra={"issuers_without_keys": failed})
 
     threading.Thread(target=become_ready, name="ext-authz-ready", daemon=True).start()
-    while not stopping.wait(1.0):
-        pass
+    files = watched_files(policy)
+    stamp = _stamp(files)
+    poll = options.reload_interval if options.reload_interval > 0 else 1.0
+    while not stopping.wait(poll if options.reload_interval > 0 else 1.0):
+        changed = False
+        if options.reload_interval > 0:
+            current = _stamp(files)
+            changed = current != stamp
+            stamp = current
+        if changed or reload_requested.is_set():
+            reload_requested.clear()
+            log.info("reloading policy", extra={"trigger": "change" if changed else "SIGHUP"})
+            if holder.reload(options.config, metrics):
+                files = watched_files(holder.runtime.policy)
+                stamp = _stamp(files)
     set_serving(health_servicer, False)
+    if options.shutdown_delay > 0:
+        stopping.clear()
+        stopping.wait(options.shutdown_delay)
     server.stop(options.grace).wait()
-    keys.stop()
+    holder.manager.stop()
     log.info("stopped")
     return 0

@@ -21,7 +21,27 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, type=Path, help="the policy file")
     serve.add_argument("--listen", default="0.0.0.0:9001", help="HOST:PORT (default %(default)s)")
     serve.add_argument("--workers", type=int, default=16, help="check threads (default 16)")
-    serve.add_argument("--grace", type=float, default=10.0, help="drain seconds on SIGTERM")
+    serve.add_argument(
+        "--grace", type=float, default=10.0, help="seconds in-flight checks get on SIGTERM"
+    )
+    serve.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=1.0,
+        help="seconds to keep serving after SIGTERM while health says NOT_SERVING",
+    )
+    serve.add_argument("--metrics-listen", help="HOST:PORT for Prometheus /metrics (off)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate for the gRPC listener")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key for the gRPC listener")
+    serve.add_argument(
+        "--tls-client-ca", type=Path, help="PEM CA bundle: require client certificates (mTLS)"
+    )
+    serve.add_argument(
+        "--reload-interval",
+        type=float,
+        default=2.0,
+        help="seconds between checks of the policy and its files for changes (0: SIGHUP only)",
+    )
     serve.add_argument("--log-format", choices=["json", "text"], default="json")
     serve.add_argument("--log-level", default="info")
 
@@ -82,7 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         configure(args.log_format, args.log_level)
         return serve(
             ServeOptions(
-                config=args.config, listen=args.listen, workers=args.workers, grace=args.grace
+                config=args.config,
+                listen=args.listen,
+                workers=args.workers,
+                grace=args.grace,
+                shutdown_delay=args.shutdown_delay,
+                metrics_listen=args.metrics_listen,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                tls_client_ca=args.tls_client_ca,
+                reload_interval=args.reload_interval,
             )
         )
     if args.command == "check-config":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -29,10 +30,19 @@ log = logging.getLogger("ext_authz.server")
 decision_log = logging.getLogger("ext_authz.decision")
 
 
+DecisionObserver = Callable[[Decision, str, float], None]
+
+
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
-    def __init__(self, authorizer: Authorizer, realm: str = "ext-authz") -> None:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        realm: str = "ext-authz",
+        observers: Sequence[DecisionObserver] | None = None,
+    ) -> None:
         self._authorizer = authorizer
         self._realm = realm
+        self._observers = tuple(observers) if observers is not None else (log_decision,)
 
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
@@ -48,7 +58,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             log.exception("could not read the check request; denying")
             decision = Deny(DenialReason.INTERNAL_ERROR, self._realm)
         decision_id = request_id or uuid.uuid4().hex
-        log_decision(decision, decision_id, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        for observe in self._observers:
+            try:
+                observe(decision, decision_id, seconds)
+            except Exception:
+                log.exception("decision observer failed")
         return check_response(decision, decision_id)
 
 
@@ -83,6 +98,7 @@ def build_server(
     realm: str = "ext-authz",
     workers: int = 16,
     credentials: grpc.ServerCredentials | None = None,
+    observers: Sequence[DecisionObserver] | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """A started-ready (not yet started) server, its health servicer and bound port."""
     server = grpc.server(
@@ -90,7 +106,7 @@ def build_server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)],
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(authorizer, realm), server
+        AuthorizationService(authorizer, realm, observers), server
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for service in ("", AUTHORIZATION_SERVICE):

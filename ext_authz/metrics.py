@@ -1,0 +1,154 @@
+"""Prometheus metrics, on their own registry and their own HTTP listener.
+
+Labels are bounded sets only: route names (from the policy), results, the closed set
+of denial reasons, issuer names and key states. Never a subject, token, path or
+header value.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from ext_authz import __version__
+from ext_authz.decision import Allow, Decision
+from ext_authz.keys.store import IssuerKeys, KeyStatus
+from ext_authz.tokens.cache import VerifiedTokenCache
+
+_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+NO_ROUTE = "(none)"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.decisions = Counter(
+            "ext_authz_decisions",
+            "Decisions by route, result (allow, deny, dry_run) and denial reason.",
+            ["route", "result", "reason"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "ext_authz_check_duration_seconds",
+            "Time to decide one check, in the server.",
+            ["result"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "ext_authz_policy_reloads",
+            "Policy reloads by result (ok, error).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.key_fetches = Counter(
+            "ext_authz_key_fetches",
+            "Key set fetches by issuer and result.",
+            ["issuer", "result"],
+            registry=self.registry,
+        )
+        build = Gauge(
+            "ext_authz_build_info",
+            "Build information.",
+            ["version", "python"],
+            registry=self.registry,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+        self._children: dict[tuple[str, str, str], Any] = {}
+        self._timers: dict[str, Any] = {}
+
+    def observe_decision(self, decision: Decision, seconds: float) -> None:
+        if isinstance(decision, Allow):
+            if decision.dry_run is None:
+                result, reason = "allow", ""
+            else:
+                result, reason = "dry_run", decision.dry_run.value
+        else:
+            result, reason = "deny", decision.reason.value
+        key = (decision.route or NO_ROUTE, result, reason)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children.setdefault(key, self.decisions.labels(*key))
+        child.inc()
+        timer = self._timers.get(result)
+        if timer is None:
+            timer = self._timers.setdefault(result, self.duration.labels(result))
+        timer.observe(seconds)
+
+    def observe_reload(self, ok: bool) -> None:
+        self.reloads.labels("ok" if ok else "error").inc()
+
+    def observe_key_fetch(self, issuer: str, result: str) -> None:
+        self.key_fetches.labels(issuer, result).inc()
+
+    def watch_runtime(
+        self,
+        statuses: Callable[[], Mapping[str, IssuerKeys]],
+        cache: VerifiedTokenCache | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Report key state and the token cache at scrape time."""
+        self.registry.register(_RuntimeCollector(statuses, cache, clock))
+
+
+class _RuntimeCollector(Collector):
+    def __init__(
+        self,
+        statuses: Callable[[], Mapping[str, IssuerKeys]],
+        cache: VerifiedTokenCache | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._statuses = statuses
+        self._cache = cache
+        self._clock = clock
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        held = GaugeMetricFamily("ext_authz_keys", "Keys held per issuer.", labels=["issuer"])
+        age = GaugeMetricFamily(
+            "ext_authz_keys_age_seconds",
+            "Seconds since the issuer's last good key fetch.",
+            labels=["issuer"],
+        )
+        state = GaugeMetricFamily(
+            "ext_authz_keys_state",
+            "1 for the issuer's current key state (static, pending, fresh, stale, failed).",
+            labels=["issuer", "state"],
+        )
+        now = self._clock()
+        for issuer, snapshot in sorted(self._statuses().items()):
+            held.add_metric([issuer], len(snapshot.keys) if snapshot.keys else 0)
+            if snapshot.fetched_at is not None:
+                age.add_metric([issuer], max(0.0, now - snapshot.fetched_at))
+            for status in KeyStatus:
+                state.add_metric([issuer, status.value], 1 if snapshot.status is status else 0)
+        yield held
+        yield age
+        yield state
+        if self._cache is not None:
+            yield CounterMetricFamily(
+                "ext_authz_token_cache_hits",
+                "Checks served from the verified-token cache.",
+                value=self._cache.hits,
+            )
+            yield CounterMetricFamily(
+                "ext_authz_token_cache_misses",
+                "Checks that verified their token.",
+                value=self._cache.misses,
+            )
+
+
+def serve_metrics(metrics: Metrics, listen: str) -> Any:
+    """Serve `/metrics` on `HOST:PORT` in a daemon thread; returns the HTTP server."""
+    host, _, port = listen.rpartition(":")
+    address = host.strip("[]") or "0.0.0.0"  # noqa: S104  (an explicit operator choice)
+    server, _thread = start_http_server(int(port), addr=address, registry=metrics.registry)
+    return server
