@@ -70,6 +70,16 @@ def tls_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
     )
 
 
+class PolicyHolder:
+    """A fixed policy as a callable, for an `Authorizer` over static keys."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def __call__(self) -> Policy:
+        return self.policy
+
+
 class RuntimeHolder:
     """The live policy and its key manager; a reload swaps both in one assignment."""
 

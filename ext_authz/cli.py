@@ -48,6 +48,26 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a policy file")
     check.add_argument("config", type=Path)
 
+    explain = commands.add_parser(
+        "explain", help="show the decision for one request and why (exit 0 allow, 1 deny)"
+    )
+    explain.add_argument("--config", required=True, type=Path)
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--path", required=True)
+    explain.add_argument("--host", default="")
+    explain.add_argument(
+        "-H", "--header", action="append", default=[], help="'name: value' (repeatable)"
+    )
+    explain.add_argument(
+        "--context", action="append", default=[], help="context extension 'key=value'"
+    )
+    source = explain.add_mutually_exclusive_group()
+    source.add_argument("--token-file", type=Path, help="read the bearer token from a file")
+    source.add_argument("--token-env", help="read the bearer token from this variable")
+    source.add_argument("--token-stdin", action="store_true", help="read the token from stdin")
+    explain.add_argument("--show-values", action="store_true", help="print injected header values")
+    explain.add_argument("--fetch-timeout", type=float, default=10.0)
+
     health = commands.add_parser(
         "health", help="exit 0 when the server at --target reports SERVING (for probes)"
     )
@@ -116,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "explain":
+        return _explain(args)
     if args.command == "health":
         return health_check(args.target, args.timeout, args.service)
     if args.command == "keys":
@@ -137,6 +159,55 @@ def check_config(path: Path) -> int:
         return 1
     print(f"{path}: ok ({len(policy.issuers)} issuers, {len(policy.routes)} routes)")
     return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import os
+
+    from ext_authz.clock import SystemClock
+    from ext_authz.explain import explain, parse_header_args
+    from ext_authz.keys.manager import KeyManager
+    from ext_authz.policy.loader import PolicyError, load_policy
+    from ext_authz.request import RequestView
+
+    configure("text", "error")
+    try:
+        policy = load_policy(args.config)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    try:
+        headers = parse_header_args(args.header)
+    except ValueError as exc:
+        print(f"ext-authz explain: {exc}", file=sys.stderr)
+        return 2
+    token = None
+    if args.token_file is not None:
+        token = args.token_file.read_text(encoding="utf-8").strip()
+    elif args.token_env is not None:
+        token = os.environ.get(args.token_env, "").strip() or None
+    elif args.token_stdin:
+        token = sys.stdin.read().strip() or None
+    if token is not None:
+        headers["authorization"] = token if " " in token else f"Bearer {token}"
+    context = dict(item.partition("=")[::2] for item in args.context)
+    request = RequestView(
+        method=args.method.upper(),
+        path=args.path.split("?", 1)[0],
+        host=args.host.lower(),
+        headers=headers,
+        context_extensions=context,
+    )
+    keys = KeyManager()
+    keys.start(policy.issuers)
+    keys.wait_ready(args.fetch_timeout)
+    try:
+        result = explain(policy, keys, request, SystemClock(), show_values=args.show_values)
+    finally:
+        keys.stop()
+    print(result.text(), end="")
+    return 0 if result.allowed else 1
 
 
 def health_check(target: str, timeout: float, service: str = "") -> int:
