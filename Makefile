@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-fast demo bench clean
+.PHONY: install lint test test-fast demo bench envoy-configs image compose-up clean
 
 install: $(STAMP)
 
@@ -30,6 +30,15 @@ demo: install
 
 bench: install
 	$(PY) -m bench.run
+
+envoy-configs: install
+	$(PY) -m ext_authz.envoy.config --write-all
+
+image:
+	docker build -t ext-authz:0.1.0 .
+
+compose-up:
+	docker compose up --build --wait
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

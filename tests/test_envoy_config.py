@@ -1,11 +1,13 @@
-"""The Envoy config: the checked-in file matches the renderer, Envoy accepts it, and a real
-Envoy fails closed when the ext_authz server cannot be reached."""
+"""The Envoy configs: every checked-in file matches the renderer, Envoy accepts each of them,
+and a real Envoy fails closed when the ext_authz server cannot be reached."""
 
 from __future__ import annotations
 
+import ipaddress
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,17 +15,23 @@ import yaml
 
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.envoy.config import (
+    COMPOSE_EXT_AUTHZ_HOST,
+    COMPOSE_UPSTREAM_HOST,
+    EXT_AUTHZ_CLUSTER,
     EXT_AUTHZ_FILTER,
+    PROFILES,
+    READY_PATH,
+    UPSTREAM_CLUSTER,
     EnvoyParams,
-    demo_command,
+    EnvoyProfile,
     envoy_config_dict,
+    main,
     render_envoy_config,
-    render_envoy_file,
 )
 from tests.support.processes import envoy_binary, free_port, start_envoy
 
 REPO = Path(__file__).resolve().parent.parent
-CHECKED_IN = REPO / "config" / "envoy.yaml"
+ALL_PROFILES = [pytest.param(profile, id=name) for name, profile in PROFILES.items()]
 
 
 @pytest.fixture
@@ -53,11 +61,155 @@ def _stats(http: httpx.Client, admin_url: str, pattern: str) -> dict[str, int]:
     return stats
 
 
-def test_checked_in_config_is_rendered_from_defaults() -> None:
-    expected = render_envoy_file(EnvoyParams(), demo_command())
-    assert CHECKED_IN.read_text(encoding="utf-8") == expected, (
-        f"config/envoy.yaml is stale: regenerate it with `{demo_command()}`"
+def _envoy_yaml(profile: EnvoyProfile) -> str:
+    """The Envoy bootstrap in ``profile``'s checked-in file (unwrapping a ConfigMap)."""
+    text = (REPO / profile.out).read_text(encoding="utf-8")
+    if profile.configmap is None:
+        return text
+    configmap = yaml.safe_load(text)
+    assert configmap["kind"] == "ConfigMap"
+    assert configmap["metadata"]["name"] == profile.configmap
+    envoy_yaml = configmap["data"][profile.configmap_key]
+    assert isinstance(envoy_yaml, str)
+    return envoy_yaml
+
+
+def _clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in config["static_resources"]["clusters"]}
+
+
+def _endpoints(cluster: dict[str, Any]) -> list[tuple[str, int]]:
+    addresses = [
+        lb["endpoint"]["address"]["socket_address"]
+        for group in cluster["load_assignment"]["endpoints"]
+        for lb in group["lb_endpoints"]
+    ]
+    return [(a["address"], a["port_value"]) for a in addresses]
+
+
+@pytest.mark.parametrize("profile", ALL_PROFILES)
+def test_checked_in_file_is_rendered_from_its_profile(profile: EnvoyProfile) -> None:
+    checked_in = REPO / profile.out
+    assert checked_in.is_file(), f"{profile.out} is missing: create it with `{profile.command}`"
+    assert checked_in.read_text(encoding="utf-8") == profile.render(), (
+        f"{profile.out} is stale: regenerate it with `{profile.command}` "
+        "(or every file with `python -m ext_authz.envoy.config --write-all`)"
     )
+    assert yaml.safe_load(_envoy_yaml(profile)) == envoy_config_dict(profile.params)
+
+
+@pytest.mark.parametrize("profile", ALL_PROFILES)
+def test_envoy_validates_every_checked_in_config(profile: EnvoyProfile, tmp_path: Path) -> None:
+    config = tmp_path / "envoy.yaml"
+    config.write_text(_envoy_yaml(profile), encoding="utf-8")
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"{profile.out}:\n{result.stderr[-4000:]}"
+
+
+@pytest.mark.parametrize("profile", ALL_PROFILES)
+def test_every_profile_keeps_the_security_properties(profile: EnvoyProfile) -> None:
+    config = envoy_config_dict(profile.params)
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    listener = config["static_resources"]["listeners"][0]
+    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    ext_authz = hcm["http_filters"][0]["typed_config"]
+    assert ext_authz["failure_mode_allow"] is False
+    assert ext_authz["grpc_service"]["envoy_grpc"]["cluster_name"] == EXT_AUTHZ_CLUSTER
+    assert float(ext_authz["grpc_service"]["timeout"].rstrip("s")) <= 1.0
+
+    routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
+    ready = routes["envoy-ready"]
+    assert ready["match"] == {"path": READY_PATH}
+    assert ready["typed_per_filter_config"][EXT_AUTHZ_FILTER]["disabled"] is True
+    default = routes["default"]["typed_per_filter_config"][EXT_AUTHZ_FILTER]
+    assert default["check_settings"]["context_extensions"] == {"envoy_route": "default"}
+
+    authz_cluster = _clusters(config)[EXT_AUTHZ_CLUSTER]
+    (health_check,) = authz_cluster["health_checks"]
+    assert "grpc_health_check" in health_check
+    protocol = authz_cluster["typed_extension_protocol_options"]
+    (options,) = protocol.values()
+    assert "http2_protocol_options" in options["explicit_http_config"]
+
+
+def test_local_profile_is_the_loopback_default() -> None:
+    local = PROFILES["local"]
+    assert local.params == EnvoyParams()
+    assert local.out == "config/envoy.local.yaml"
+    clusters = _clusters(envoy_config_dict(local.params))
+    assert {c["type"] for c in clusters.values()} == {"STATIC"}
+    assert _endpoints(clusters[EXT_AUTHZ_CLUSTER]) == [("127.0.0.1", 9001)]
+
+
+@pytest.mark.parametrize("name", ["compose", "compose-shared-keys"])
+def test_compose_profiles_resolve_service_names(name: str) -> None:
+    profile = PROFILES[name]
+    config = envoy_config_dict(profile.params)
+    listener = config["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert ipaddress.ip_address(listener["address"]).is_unspecified
+    assert listener["port_value"] == 10000
+    clusters = _clusters(config)
+    for cluster in clusters.values():
+        assert cluster["type"] == "STRICT_DNS"
+    authz_hosts = {host for host, _ in _endpoints(clusters[EXT_AUTHZ_CLUSTER])}
+    assert authz_hosts == {COMPOSE_EXT_AUTHZ_HOST}
+    assert _endpoints(clusters[UPSTREAM_CLUSTER]) == [(COMPOSE_UPSTREAM_HOST, 9200)]
+
+
+def test_shared_keys_profile_balances_over_two_replicas() -> None:
+    clusters = _clusters(envoy_config_dict(PROFILES["compose-shared-keys"].params))
+    endpoints = _endpoints(clusters[EXT_AUTHZ_CLUSTER])
+    assert endpoints == [(COMPOSE_EXT_AUTHZ_HOST, 9002), (COMPOSE_EXT_AUTHZ_HOST, 9003)]
+    assert clusters[EXT_AUTHZ_CLUSTER]["lb_policy"] == "ROUND_ROBIN"
+
+
+def test_kubernetes_profile_reaches_its_sidecars_on_loopback() -> None:
+    profile = PROFILES["kubernetes"]
+    assert profile.configmap is not None
+    clusters = _clusters(envoy_config_dict(profile.params))
+    assert {c["type"] for c in clusters.values()} == {"STATIC"}
+    assert _endpoints(clusters[EXT_AUTHZ_CLUSTER]) == [("127.0.0.1", 9001)]
+    assert _endpoints(clusters[UPSTREAM_CLUSTER]) == [("127.0.0.1", 8080)]
+
+
+def test_write_all_reproduces_every_checked_in_file(tmp_path: Path) -> None:
+    for profile in PROFILES.values():
+        (tmp_path / profile.out).parent.mkdir(parents=True, exist_ok=True)
+    assert main(["--write-all", "--root", str(tmp_path)]) == 0
+    for profile in PROFILES.values():
+        written = (tmp_path / profile.out).read_text(encoding="utf-8")
+        assert written == (REPO / profile.out).read_text(encoding="utf-8"), profile.out
+
+
+def test_main_writes_a_profile_with_overrides(tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    argv = ["--profile", "compose", "--ext-authz", "authz.internal:7000", "--out", str(out)]
+    assert main(argv) == 0
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# Generated by `python -m ext_authz.envoy.config --profile compose ")
+    clusters = _clusters(yaml.safe_load(text))
+    assert _endpoints(clusters[EXT_AUTHZ_CLUSTER]) == [("authz.internal", 7000)]
+    assert clusters[EXT_AUTHZ_CLUSTER]["type"] == "STRICT_DNS"
+    assert _endpoints(clusters[UPSTREAM_CLUSTER]) == [(COMPOSE_UPSTREAM_HOST, 9200)]
+
+
+def test_main_prints_the_local_profile_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 0
+    printed = capsys.readouterr().out
+    assert yaml.safe_load(printed) == envoy_config_dict(EnvoyParams())
+
+
+def test_main_rejects_a_hostname_on_a_static_cluster(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--profile", "local", "--upstream", "app.internal:8080"])
+    assert exited.value.code == 2
+    assert "upstream_address must be an IP address" in capsys.readouterr().err
 
 
 def test_rendered_yaml_round_trips_to_the_config_dict() -> None:
@@ -83,6 +235,9 @@ def test_ext_authz_filter_fails_closed() -> None:
         pytest.param({"upstream_port": 70000}, id="port-too-big"),
         pytest.param({"ext_authz_timeout": 0}, id="zero-timeout"),
         pytest.param({"ext_authz_address": "authz.internal"}, id="hostname-on-static-cluster"),
+        pytest.param({"admin_address": "localhost"}, id="admin-hostname"),
+        pytest.param({"ext_authz_extra_ports": (9001,)}, id="ext_authz_extra_ports-repeat"),
+        pytest.param({"ext_authz_extra_ports": (0,)}, id="ext_authz_extra_ports-zero"),
     ],
 )
 def test_params_reject_bad_values(kwargs: dict[str, object]) -> None:
@@ -95,17 +250,6 @@ def test_dns_cluster_accepts_a_hostname() -> None:
     clusters = envoy_config_dict(params)["static_resources"]["clusters"]
     assert clusters[0]["type"] == "STRICT_DNS"
     assert clusters[1]["type"] == "STATIC"
-
-
-def test_envoy_validates_the_checked_in_config() -> None:
-    result = subprocess.run(
-        [envoy_binary(), "--mode", "validate", "-c", str(CHECKED_IN)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
 
 
 @pytest.mark.e2e

@@ -1,7 +1,9 @@
 """Envoy bootstrap configuration for running Envoy in front of the ext_authz server.
 
-Every Envoy config in this repository (the checked-in ``config/envoy.yaml``, the demo and
-the end-to-end tests) is rendered by :func:`render_envoy_config`, so they cannot drift.
+Every Envoy config in this repository is rendered by :func:`render_envoy_config`, so they
+cannot drift: the checked-in files of :data:`PROFILES` (``config/envoy.yaml`` for Docker
+Compose, ``config/envoy.local.yaml`` for loopback, the shared-keys Compose profile and the
+Kubernetes ConfigMap), the demo and the end-to-end tests.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ import argparse
 import ipaddress
 import shlex
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,8 @@ _DOWNSTREAM_CONNECTIONS_TYPE = (
     "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"
 )
 
-DEMO_OUT = "config/envoy.yaml"
+COMPOSE_EXT_AUTHZ_HOST = "ext-authz"
+COMPOSE_UPSTREAM_HOST = "upstream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,14 +52,18 @@ class EnvoyParams:
     """Addresses, ports and timeouts of one Envoy in front of the ext_authz server.
 
     ``*_dns`` selects a ``STRICT_DNS`` cluster (the address is a host name) instead of a
-    ``STATIC`` one (the address must then be an IP literal).
+    ``STATIC`` one (the address must then be an IP literal). ``ext_authz_extra_ports`` adds
+    endpoints on the same ext_authz host (server replicas sharing one network namespace).
+    The admin interface listens on ``admin_address`` (loopback unless told otherwise).
     """
 
     listen_address: str = "127.0.0.1"
     listen_port: int = 10000
+    admin_address: str = "127.0.0.1"
     admin_port: int = 9901
     ext_authz_address: str = "127.0.0.1"
     ext_authz_port: int = 9001
+    ext_authz_extra_ports: tuple[int, ...] = ()
     ext_authz_dns: bool = False
     upstream_address: str = "127.0.0.1"
     upstream_port: int = 9200
@@ -70,9 +77,11 @@ class EnvoyParams:
 
     def __post_init__(self) -> None:
         for name in ("listen_port", "admin_port", "ext_authz_port", "upstream_port"):
-            port = getattr(self, name)
-            if not 1 <= port <= 65535:
-                raise ValueError(f"{name} must be in 1..65535, got {port}")
+            _require_port(name, getattr(self, name))
+        for port in self.ext_authz_extra_ports:
+            _require_port("ext_authz_extra_ports", port)
+        if len(set(self.ext_authz_ports)) != len(self.ext_authz_ports):
+            raise ValueError("ext_authz_extra_ports must not repeat ext_authz_port or each other")
         for name in (
             "ext_authz_timeout",
             "connect_timeout",
@@ -86,6 +95,7 @@ class EnvoyParams:
         if self.max_downstream_connections < 1:
             raise ValueError("max_downstream_connections must be positive")
         _require_ip("listen_address", self.listen_address)
+        _require_ip("admin_address", self.admin_address)
         if not self.ext_authz_dns:
             _require_ip("ext_authz_address", self.ext_authz_address)
         if not self.upstream_dns:
@@ -97,7 +107,17 @@ class EnvoyParams:
 
     @property
     def admin_url(self) -> str:
-        return f"http://{_url_host(self.listen_address)}:{self.admin_port}"
+        return f"http://{_url_host(self.admin_address)}:{self.admin_port}"
+
+    @property
+    def ext_authz_ports(self) -> tuple[int, ...]:
+        """Every port of the ext_authz cluster's endpoints, ``ext_authz_port`` first."""
+        return (self.ext_authz_port, *self.ext_authz_extra_ports)
+
+
+def _require_port(field: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{field} must be in 1..65535, got {port}")
 
 
 def _require_ip(field: str, value: str) -> None:
@@ -125,7 +145,7 @@ def _socket_address(address: str, port: int) -> dict[str, Any]:
 def _cluster(
     name: str,
     address: str,
-    port: int,
+    ports: Sequence[int],
     *,
     dns: bool,
     connect_timeout: float,
@@ -151,7 +171,11 @@ def _cluster(
     cluster["load_assignment"] = {
         "cluster_name": name,
         "endpoints": [
-            {"lb_endpoints": [{"endpoint": {"address": _socket_address(address, port)}}]}
+            {
+                "lb_endpoints": [
+                    {"endpoint": {"address": _socket_address(address, port)}} for port in ports
+                ]
+            }
         ],
     }
     return cluster
@@ -224,7 +248,7 @@ def envoy_config_dict(params: EnvoyParams) -> dict[str, Any]:
     ext_authz = _cluster(
         EXT_AUTHZ_CLUSTER,
         params.ext_authz_address,
-        params.ext_authz_port,
+        params.ext_authz_ports,
         dns=params.ext_authz_dns,
         connect_timeout=params.connect_timeout,
         http2=True,
@@ -242,13 +266,13 @@ def envoy_config_dict(params: EnvoyParams) -> dict[str, Any]:
     upstream = _cluster(
         UPSTREAM_CLUSTER,
         params.upstream_address,
-        params.upstream_port,
+        (params.upstream_port,),
         dns=params.upstream_dns,
         connect_timeout=params.connect_timeout,
         http2=False,
     )
     return {
-        "admin": {"address": _socket_address(params.listen_address, params.admin_port)},
+        "admin": {"address": _socket_address(params.admin_address, params.admin_port)},
         "static_resources": {
             "listeners": [
                 {
@@ -296,8 +320,143 @@ def render_envoy_file(params: EnvoyParams, command: str) -> str:
     return generated_header(command) + render_envoy_config(params)
 
 
-def demo_command(out: str = DEMO_OUT) -> str:
-    return shlex.join(["python", "-m", "ext_authz.envoy.config", "--out", out])
+class _BlockStringDumper(yaml.SafeDumper):
+    """Writes multi-line strings as literal blocks, so an embedded file stays readable."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockStringDumper.add_representer(str, _represent_str)
+
+
+def configmap_dict(
+    name: str, key: str, params: EnvoyParams, labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A Kubernetes ConfigMap holding the bootstrap for ``params`` under ``key``."""
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = dict(labels)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": {key: render_envoy_config(params)},
+    }
+
+
+def render_configmap_file(
+    name: str,
+    key: str,
+    params: EnvoyParams,
+    command: str,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """:func:`configmap_dict` as YAML behind a "generated by ``command``" line."""
+    body = yaml.dump(
+        configmap_dict(name, key, params, labels),
+        Dumper=_BlockStringDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        width=1000,
+    )
+    return generated_header(command) + body
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyProfile:
+    """One checked-in Envoy config: its parameters, its file and how it is wrapped.
+
+    ``out`` is relative to the repository root. With ``configmap`` set, the file is a
+    Kubernetes ConfigMap of that name holding the bootstrap under ``configmap_key``.
+    """
+
+    name: str
+    params: EnvoyParams
+    out: str
+    summary: str
+    configmap: str | None = None
+    configmap_key: str = "envoy.yaml"
+    configmap_labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def command(self) -> str:
+        """The command line that writes this profile's checked-in file."""
+        return shlex.join(
+            ["python", "-m", "ext_authz.envoy.config", "--profile", self.name, "--out", self.out]
+        )
+
+    def render(self, command: str | None = None) -> str:
+        """The file's text, headed by ``command`` (default: :attr:`command`)."""
+        header_command = self.command if command is None else command
+        if self.configmap is not None:
+            return render_configmap_file(
+                self.configmap,
+                self.configmap_key,
+                self.params,
+                header_command,
+                dict(self.configmap_labels),
+            )
+        return render_envoy_file(self.params, header_command)
+
+
+_COMPOSE = EnvoyParams(
+    listen_address="0.0.0.0",  # noqa: S104  (inside its container; published on loopback)
+    ext_authz_address=COMPOSE_EXT_AUTHZ_HOST,
+    ext_authz_dns=True,
+    upstream_address=COMPOSE_UPSTREAM_HOST,
+    upstream_dns=True,
+)
+
+PROFILES: dict[str, EnvoyProfile] = {
+    profile.name: profile
+    for profile in (
+        EnvoyProfile(
+            name="local",
+            params=EnvoyParams(),
+            out="config/envoy.local.yaml",
+            summary="everything on 127.0.0.1 (make demo, end-to-end tests)",
+        ),
+        EnvoyProfile(
+            name="compose",
+            params=_COMPOSE,
+            out="config/envoy.yaml",
+            summary="docker-compose.yml: Compose service names, STRICT_DNS clusters",
+        ),
+        EnvoyProfile(
+            name="compose-shared-keys",
+            params=replace(_COMPOSE, ext_authz_port=9002, ext_authz_extra_ports=(9003,)),
+            out="config/envoy.shared-keys.yaml",
+            summary="docker-compose.yml profile shared-keys: two server replicas",
+        ),
+        EnvoyProfile(
+            name="kubernetes",
+            params=EnvoyParams(
+                listen_address="0.0.0.0",  # noqa: S104  (the pod's port; a Service fronts it)
+                upstream_port=8080,
+            ),
+            out="deploy/kubernetes/envoy-configmap.yaml",
+            summary="Kubernetes pod: our server and the app as sidecars on 127.0.0.1",
+            configmap="orders-api-envoy",
+            configmap_labels=(
+                ("app.kubernetes.io/name", "orders-api"),
+                ("app.kubernetes.io/component", "envoy-config"),
+            ),
+        ),
+    )
+}
+
+
+def write_profiles(root: Path) -> list[Path]:
+    """Write every profile's checked-in file below ``root``; return the paths written."""
+    written = []
+    for profile in PROFILES.values():
+        path = root / profile.out
+        path.write_text(profile.render(), encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -307,60 +466,77 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
-    defaults = EnvoyParams()
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ext_authz.envoy.config",
         description="Render the Envoy bootstrap that fronts the ext_authz server.",
+        epilog="profiles: "
+        + "; ".join(f"{p.name} ({p.out}): {p.summary}" for p in PROFILES.values()),
+    )
+    parser.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default="local",
+        help="the parameters to start from (default: %(default)s); options below override them",
     )
     parser.add_argument("--out", help="file to write (default: standard output)")
     parser.add_argument(
-        "--listen",
-        type=_host_port,
-        default=(defaults.listen_address, defaults.listen_port),
-        help="Envoy listener HOST:PORT (default: %(default)s)",
+        "--write-all",
+        action="store_true",
+        help="write every profile's checked-in file (paths relative to --root)",
     )
-    parser.add_argument("--admin-port", type=int, default=defaults.admin_port)
-    parser.add_argument(
-        "--ext-authz",
-        type=_host_port,
-        default=(defaults.ext_authz_address, defaults.ext_authz_port),
-        help="ext_authz server HOST:PORT",
-    )
+    parser.add_argument("--root", type=Path, default=Path(), help="with --write-all")
+    parser.add_argument("--listen", type=_host_port, help="Envoy listener HOST:PORT")
+    parser.add_argument("--admin-port", type=int)
+    parser.add_argument("--ext-authz", type=_host_port, help="ext_authz server HOST:PORT")
     parser.add_argument(
         "--ext-authz-dns",
         action="store_true",
+        default=None,
         help="resolve the ext_authz host by DNS (STRICT_DNS cluster)",
     )
-    parser.add_argument(
-        "--upstream",
-        type=_host_port,
-        default=(defaults.upstream_address, defaults.upstream_port),
-        help="upstream service HOST:PORT",
-    )
+    parser.add_argument("--upstream", type=_host_port, help="upstream service HOST:PORT")
     parser.add_argument(
         "--upstream-dns",
         action="store_true",
+        default=None,
         help="resolve the upstream host by DNS (STRICT_DNS cluster)",
     )
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if args.listen is not None:
+        changes["listen_address"], changes["listen_port"] = args.listen
+    if args.admin_port is not None:
+        changes["admin_port"] = args.admin_port
+    if args.ext_authz is not None:
+        changes["ext_authz_address"], changes["ext_authz_port"] = args.ext_authz
+    if args.ext_authz_dns is not None:
+        changes["ext_authz_dns"] = args.ext_authz_dns
+    if args.upstream is not None:
+        changes["upstream_address"], changes["upstream_port"] = args.upstream
+    if args.upstream_dns is not None:
+        changes["upstream_dns"] = args.upstream_dns
+    return changes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
     args = parser.parse_args(args_list)
+    if args.write_all:
+        for path in write_profiles(args.root):
+            print(f"wrote {path}")
+        return 0
+    profile = PROFILES[args.profile]
     try:
-        params = EnvoyParams(
-            listen_address=args.listen[0],
-            listen_port=args.listen[1],
-            admin_port=args.admin_port,
-            ext_authz_address=args.ext_authz[0],
-            ext_authz_port=args.ext_authz[1],
-            ext_authz_dns=args.ext_authz_dns,
-            upstream_address=args.upstream[0],
-            upstream_port=args.upstream[1],
-            upstream_dns=args.upstream_dns,
-        )
+        profile = replace(profile, params=replace(profile.params, **_overrides(args)))
     except ValueError as exc:
         parser.error(str(exc))
     command = shlex.join(["python", "-m", "ext_authz.envoy.config", *args_list])
-    text = render_envoy_file(params, command)
+    text = profile.render(command)
     if args.out is None:
         sys.stdout.write(text)
     else:
