@@ -127,6 +127,8 @@ def server_cmd(policy: Path, port: int) -> list[str]:
         f"127.0.0.1:{port}",
         "--grace",
         "2",
+        "--shutdown-delay",
+        "0",
     ]
 
 

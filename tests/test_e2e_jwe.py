@@ -74,6 +74,7 @@ routes:
             )
             port = free_port()
             cmd = [sys.executable, "-m", "ext_authz", "serve", "--config", str(policy)]
+            cmd += ["--shutdown-delay", "0"]
             with running([*cmd, "--listen", f"127.0.0.1:{port}"], name="ext-authz") as server:
                 assert wait_for_grpc_serving("127.0.0.1", port, 30, server)
                 params = EnvoyParams(
