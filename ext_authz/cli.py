@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ext_authz import __version__
 from ext_authz.log import configure
+from ext_authz.policy.schema import CONTENT_ENCRYPTIONS, KEY_MANAGEMENT_ALGORITHMS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,27 +82,14 @@ def _parser() -> argparse.ArgumentParser:
         "generate", help="write a private JWKS and print its public half (to encrypt to us)"
     )
     gen.add_argument("--out", required=True, type=Path, help="private JWKS file to write")
-    gen.add_argument(
-        "--alg",
-        default="RSA-OAEP-256",
-        choices=[
-            "RSA-OAEP",
-            "RSA-OAEP-256",
-            "ECDH-ES",
-            "ECDH-ES+A128KW",
-            "ECDH-ES+A256KW",
-            "A128KW",
-            "A256KW",
-            "dir",
-        ],
-    )
+    gen.add_argument("--alg", default="RSA-OAEP-256", choices=KEY_MANAGEMENT_ALGORITHMS)
     gen.add_argument("--kid", help="key id (default: random)")
     gen.add_argument("--curve", default="P-256", choices=["P-256", "P-384", "P-521", "X25519"])
     gen.add_argument("--rsa-bits", type=int, default=2048)
     gen.add_argument(
         "--enc",
         default="A256GCM",
-        choices=["A128GCM", "A256GCM", "A128CBC-HS256", "A256CBC-HS512"],
+        choices=CONTENT_ENCRYPTIONS,
         help="with --alg dir: the content encryption the key is for",
     )
     gen.add_argument("--append", action="store_true", help="add a key to an existing file")
