@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-fast demo bench envoy-configs image compose-up clean
+.PHONY: install lint test test-fast demo bench envoy-configs image compose-up redis-server clean
 
 install: $(STAMP)
 
@@ -19,8 +19,14 @@ lint: install
 	$(VENV)/bin/ruff format --check ext_authz tests bench
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint redis-server
 	$(PY) -m pytest
+
+# The key-cache tests run against a real Redis; install Debian's server when missing.
+redis-server:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server missing (sudo apt-get install -y redis-server): Redis tests will be skipped"; fi; }
 
 test-fast: install
 	$(PY) -m pytest -x -q

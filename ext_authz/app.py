@@ -15,6 +15,7 @@ import grpc
 from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.clock import SystemClock
 from ext_authz.envoy.server import DecisionObserver, build_server, log_decision, set_serving
+from ext_authz.keys.events import KeyEvent
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import IssuerKeys, KeyStatus
 from ext_authz.metrics import Metrics, serve_metrics
@@ -106,8 +107,8 @@ class RuntimeHolder:
                 if metrics is not None:
                     metrics.observe_reload(False)
                 return False
-            manager = start_keys(policy)
             old = self.manager
+            manager = start_keys(policy, metrics, inherit=old)
             self.runtime = Runtime(policy, manager)
             self.manager = manager
             old.stop()
@@ -120,9 +121,24 @@ class RuntimeHolder:
             return True
 
 
-def start_keys(policy: Policy) -> KeyManager:
-    manager = KeyManager(clock=SystemClock())
-    manager.start(policy.issuers)
+def key_manager(metrics: Metrics | None) -> KeyManager:
+    on_event = None
+    if metrics is not None:
+        observe = metrics.observe_key_fetch
+
+        def on_event(event: KeyEvent) -> None:
+            observe(event.issuer, event.result)
+
+    return KeyManager(clock=SystemClock(), on_event=on_event)
+
+
+def start_keys(
+    policy: Policy, metrics: Metrics | None, inherit: KeyManager | None = None
+) -> KeyManager:
+    """A started key manager for `policy`; issuers whose key source is unchanged keep
+    the keys (and refresh schedule) `inherit` holds."""
+    manager = key_manager(metrics)
+    manager.start(policy.issuers, inherit=inherit)
     manager.wait_ready()
     return manager
 
@@ -157,11 +173,11 @@ def serve(options: ServeOptions) -> int:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
     clock = SystemClock()
-    manager = KeyManager(clock=clock)
+    metrics = Metrics() if options.metrics_listen else None
+    manager = key_manager(metrics)
     holder = RuntimeHolder(Runtime(policy, manager), manager)
     cache = VerifiedTokenCache(clock, maxsize=options.token_cache_size)
     authorizer = Authorizer.over(holder, clock, cache)
-    metrics = Metrics() if options.metrics_listen else None
     observers: list[DecisionObserver] = [log_decision]
     if metrics is not None:
         observers.append(lambda decision, _id, seconds: metrics.observe_decision(decision, seconds))

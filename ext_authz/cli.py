@@ -76,8 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=3.0)
     health.add_argument("--service", default="", help="service name (default: the server)")
 
-    keys = commands.add_parser("keys", help="our decryption keys (JWE)")
+    keys = commands.add_parser("keys", help="issuers' key status, and our decryption keys (JWE)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    status = key_commands.add_parser(
+        "status", help="each issuer's keys: ids, age, last fetch, next refresh"
+    )
+    status.add_argument("--config", required=True, type=Path)
+    status.add_argument("--timeout", type=float, default=60.0)
     gen = key_commands.add_parser(
         "generate", help="write a private JWKS and print its public half (to encrypt to us)"
     )
@@ -221,6 +226,10 @@ def _keys(args: argparse.Namespace) -> int:
     from ext_authz.keys.decryption_keys import DecryptionKeyError, load_decryption_keys
     from ext_authz.keys.generate import generate, public_jwks
 
+    if args.keys_command == "status":
+        from ext_authz.keys.status_cli import keys_status
+
+        return keys_status(args.config, timeout=args.timeout)
     try:
         if args.keys_command == "generate":
             public = generate(

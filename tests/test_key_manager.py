@@ -1,41 +1,54 @@
-"""The key manager against a real loopback JWKS server that the tests break."""
+"""The key manager against real loopback JWKS servers that the tests break.
+
+Time is a `FixedClock`: TTLs, staleness, cooldowns and backoff move only when a test
+advances it. The refresh loop looks at the clock every `TICK` seconds, so a test that
+advances the clock sees the background refresh happen without sleeping through a TTL.
+"""
 
 from __future__ import annotations
 
+import logging
+import random
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ext_authz.clock import FixedClock
+from ext_authz.keys.events import KeyEvent, KeyOrigin
 from ext_authz.keys.fetch import ttl_from_cache_control
-from ext_authz.keys.manager import KeyManager
+from ext_authz.keys.manager import KeyManager, retry_delay
 from ext_authz.keys.store import KeyStatus
-from ext_authz.policy.loader import compile_policy_text
-from ext_authz.policy.model import IssuerPolicy, Policy
+from ext_authz.policy.model import Policy
+from tests.support import tokens
 from tests.support.jwks_server import JwksServer, jwks_server
-from tests.support.tokens import CORP, NOW, ROGUE_RSA, public_jwk
+from tests.support.keys import (
+    KEY_UNKNOWN,
+    KEYS_UNAVAILABLE,
+    Checker,
+    Remote,
+    eventually,
+    make_policy,
+)
+from tests.support.tokens import CORP, NOW, PARTNER, ROGUE_RSA, mint, public_jwk, rsa_key
+
+TICK = 0.02
+TTL = 300.0  # the test server's Cache-Control: max-age=300
+DAY = 86_400.0
 
 
-def remote_policy(
-    tmp_path: Path, server: JwksServer, *, discovery: bool = False, **keys: str
-) -> Policy:
-    settings = "".join(f"      {name}: {value}\n" for name, value in keys.items())
-    if discovery:
-        source = "    discovery: true\n"
-        issuer = server.base_url
-    else:
-        source = f"    jwks_uri: {server.jwks_uri}\n"
-        issuer = CORP.iss
-    text = (
-        "issuers:\n  corp:\n"
-        f'    issuer: "{issuer}"\n{source}'
-        "    algorithms: [RS256]\n"
-        + ("    keys:\n" + settings if settings else "")
-        + "routes:\n  - name: all\n    match: { path_prefix: / }\n    deny: true\n"
-    )
-    return compile_policy_text(text, label="p", base_dir=tmp_path)
+def token_at(now: float, *, issuer: tokens.TestIssuer = CORP, **overrides: Any) -> str:
+    """A good token of `issuer` for a clock reading `now`."""
+    times = {"iat": int(now) - 60, "nbf": int(now) - 60, "exp": int(now) + 600}
+    return mint(issuer, **{**times, **overrides})
+
+
+def corp_remote(server: JwksServer, **keys: str) -> Remote:
+    return Remote("corp", CORP.iss, server, keys=keys)
 
 
 @pytest.fixture
@@ -44,140 +57,452 @@ def server() -> Iterator[JwksServer]:
         yield running
 
 
-def start(policy: Policy, clock: FixedClock | None = None) -> KeyManager:
-    manager = KeyManager(clock=clock or FixedClock(NOW))
-    manager.start(policy.issuers)
-    assert manager.wait_ready(10)
-    return manager
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(NOW)
 
 
-def test_first_fetch_makes_keys_fresh(tmp_path: Path, server: JwksServer) -> None:
-    manager = start(remote_policy(tmp_path, server))
-    try:
-        snapshot = manager.current("corp")
-        assert snapshot.status is KeyStatus.FRESH
-        assert snapshot.keys is not None
-        assert snapshot.keys.kids() == [CORP.kid]
-        assert server.count() == 1
-    finally:
+class Started:
+    """A started manager, stopped at the end of the test."""
+
+    def __init__(self) -> None:
+        self.managers: list[KeyManager] = []
+
+    def __call__(
+        self,
+        policy: Policy,
+        clock: FixedClock,
+        *,
+        inherit: KeyManager | None = None,
+        on_event: Callable[[KeyEvent], None] | None = None,
+        backoff_cap: float = 60.0,
+    ) -> KeyManager:
+        manager = KeyManager(clock=clock, tick=TICK, on_event=on_event, backoff_cap=backoff_cap)
+        self.managers.append(manager)
+        manager.start(policy.issuers, inherit=inherit)
+        assert manager.wait_ready(10)
+        return manager
+
+
+@pytest.fixture
+def start() -> Iterator[Started]:
+    started = Started()
+    yield started
+    for manager in started.managers:
         manager.stop()
 
 
-def test_discovery_finds_the_jwks(tmp_path: Path, server: JwksServer) -> None:
-    manager = start(remote_policy(tmp_path, server, discovery=True))
-    try:
-        assert manager.current("corp").status is KeyStatus.FRESH
-        assert server.count("/.well-known/openid-configuration") == 1
-    finally:
-        manager.stop()
+# first fetch -----------------------------------------------------------------------
 
 
-def test_discovery_naming_another_issuer_is_refused(tmp_path: Path, server: JwksServer) -> None:
+def test_first_fetch_makes_keys_fresh(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
+    snapshot = manager.current("corp")
+    assert snapshot.status is KeyStatus.FRESH
+    assert snapshot.keys is not None
+    assert snapshot.keys.kids() == [CORP.kid]
+    assert server.count() == 1
+
+
+def test_discovery_finds_the_jwks_once(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    remote = Remote("corp", CORP.iss, server, discovery=True)
+    manager = start(make_policy(tmp_path, [remote]), clock)
+    assert manager.current("corp").status is KeyStatus.FRESH
+    manager.refetch("corp")
+    assert server.count() == 2
+    # the discovered jwks_uri is remembered: one request per refresh, not two
+    assert server.count("/.well-known/openid-configuration") == 1
+
+
+def test_discovery_naming_another_issuer_is_refused(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
     server.behaviour.issuer = "https://someone-else.test"
-    manager = start(remote_policy(tmp_path, server, discovery=True))
-    try:
-        snapshot = manager.current("corp")
-        assert snapshot.keys is None
-        assert snapshot.status is KeyStatus.FAILED
-        assert server.count() == 0
-    finally:
-        manager.stop()
+    remote = Remote("corp", CORP.iss, server, discovery=True)
+    manager = start(make_policy(tmp_path, [remote]), clock)
+    snapshot = manager.current("corp")
+    assert snapshot.keys is None
+    assert snapshot.status is KeyStatus.FAILED
+    assert server.count() == 0
 
 
 @pytest.mark.parametrize(
-    ("status", "body"),
+    ("status", "body", "reset", "kind"),
     [
-        (500, None),
-        (200, b"<html>not json</html>"),
-        (200, b'{"keys": "nope"}'),
-        (200, b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}'),
-        (200, b"x" * 300_000),
+        (500, None, False, "http_status"),
+        (200, b"<html>not json</html>", False, "invalid_jwks"),
+        (200, b'{"keys": "nope"}', False, "invalid_jwks"),
+        (200, b'{"keys": [], "keys": []}', False, "invalid_jwks"),
+        (200, b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}', False, "no_usable_key"),
+        (200, b"x" * 300_000, False, "too_large"),
+        (200, None, True, "network"),
     ],
-    ids=["http_500", "not_json", "keys_not_array", "no_usable_key", "oversized"],
+    ids=[
+        "http_500",
+        "not_json",
+        "keys_not_array",
+        "duplicate_members",
+        "no_usable_key",
+        "oversized",
+        "connection_reset",
+    ],
 )
 def test_failed_first_fetch_is_ready_without_keys(
-    tmp_path: Path, server: JwksServer, status: int, body: bytes | None
+    tmp_path: Path,
+    server: JwksServer,
+    clock: FixedClock,
+    start: Started,
+    status: int,
+    body: bytes | None,
+    reset: bool,
+    kind: str,
 ) -> None:
     server.behaviour.status = status
     server.behaviour.body = body
-    manager = start(remote_policy(tmp_path, server))
-    try:
-        snapshot = manager.current("corp")
-        assert snapshot.keys is None
-        assert snapshot.status is KeyStatus.FAILED
-        assert snapshot.last_error
-    finally:
-        manager.stop()
+    server.behaviour.reset = reset
+    events: list[KeyEvent] = []
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock, on_event=events.append)
+    snapshot = manager.current("corp")
+    assert snapshot.keys is None
+    assert snapshot.status is KeyStatus.FAILED
+    assert snapshot.last_error
+    assert [(e.result, e.keys, e.source) for e in events] == [(kind, 0, KeyOrigin.NETWORK)]
+    assert manager.report()["corp"].last_result == kind
 
 
-def test_timeout_is_a_failed_fetch_not_a_hang(tmp_path: Path, server: JwksServer) -> None:
-    server.behaviour.delay = 2.0
-    manager = start(remote_policy(tmp_path, server, fetch_timeout="0.3s"))
-    try:
-        assert manager.current("corp").last_error == "timed out"
-    finally:
-        manager.stop()
-
-
-def test_failed_refresh_keeps_the_last_good_keys(tmp_path: Path, server: JwksServer) -> None:
-    clock = FixedClock(NOW)
-    manager = start(remote_policy(tmp_path, server), clock)
-    try:
-        server.behaviour.status = 503
-        clock.advance(31)
-        snapshot = manager.refetch("corp")
-        assert snapshot is not None
-        assert snapshot.keys is not None
-        assert snapshot.keys.kids() == [CORP.kid]
-        assert snapshot.last_error == "HTTP 503 from key endpoint"
-        # past its TTL the set is stale but still served, up to max_stale
-        clock.advance(400)
-        assert manager.current("corp").status is KeyStatus.STALE
-        clock.advance(86_400)
-        assert manager.current("corp").keys is None
-    finally:
-        manager.stop()
-
-
-def test_rotation_new_kid_after_refetch_and_removed_key_gone(
-    tmp_path: Path, server: JwksServer
+def test_timeout_is_a_failed_fetch_not_a_hang(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
 ) -> None:
-    clock = FixedClock(NOW)
-    manager = start(remote_policy(tmp_path, server), clock)
-    try:
-        rotated = public_jwk(ROGUE_RSA, kid="corp-2", alg="RS256")
-        server.behaviour.jwks = {"keys": [rotated]}
-        snapshot = manager.refetch("corp")
-        assert snapshot is not None
-        assert snapshot.keys is not None
-        assert snapshot.keys.kids() == ["corp-2"]
-    finally:
-        manager.stop()
+    server.behaviour.delay = 5.0
+    started = time.monotonic()
+    manager = start(make_policy(tmp_path, [corp_remote(server, fetch_timeout="0.3s")]), clock)
+    assert time.monotonic() - started < 3.0
+    assert manager.current("corp").last_error == "timed out"
+    assert manager.report()["corp"].last_result == "timeout"
 
 
-def test_refetch_flood_costs_one_request_per_cooldown(tmp_path: Path, server: JwksServer) -> None:
-    clock = FixedClock(NOW)
-    manager = start(remote_policy(tmp_path, server), clock)
-    try:
-        server.behaviour.delay = 0.2
-        before = server.count()
-        threads = [threading.Thread(target=manager.refetch, args=("corp",)) for _ in range(50)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for _ in range(200):
-            manager.refetch("corp")
-        assert server.count() - before == 1
-        clock.advance(31)
+# refresh, rotation, stale keys --------------------------------------------------------
+
+
+def test_background_refresh_at_80_percent_of_the_ttl(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
+    report = manager.report()["corp"]
+    assert report.next_refresh_at == pytest.approx(NOW + 0.8 * TTL)
+    clock.advance(0.8 * TTL - 1)
+    time.sleep(20 * TICK)
+    assert server.count() == 1
+    clock.advance(2)
+    eventually(lambda: server.count() == 2, what="the refresh at 80% of the TTL")
+    eventually(lambda: manager.report()["corp"].fetched_at == clock.now())
+    assert manager.current("corp").status is KeyStatus.FRESH
+
+
+def test_rotation_is_picked_up_without_restart(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    policy = make_policy(tmp_path, [corp_remote(server)])
+    manager = start(policy, clock)
+    check = Checker(policy, manager, clock)
+    old_token = token_at(clock.now())
+    assert check(old_token) == "allow"
+    # the issuer rotates: a new key is published next to the old one
+    rotated = public_jwk(ROGUE_RSA, kid="corp-2", alg="RS256")
+    server.behaviour.jwks = {"keys": [CORP.public_jwk(), rotated]}
+    new_token = token_at(clock.now(), key=ROGUE_RSA, headers={"kid": "corp-2"})
+    assert check(new_token) == "allow"  # after one refetch
+    assert server.count() == 2
+    # then the old key is withdrawn: tokens under it stop verifying after the next
+    # refresh, even ones the verified-token cache holds
+    server.behaviour.jwks = {"keys": [rotated]}
+    assert check(old_token) == "allow"
+    clock.advance(0.8 * TTL + 1)
+    eventually(lambda: server.count() == 3, what="the scheduled refresh")
+    eventually(lambda: manager.current("corp").keys is not None)
+    eventually(lambda: manager.report()["corp"].kids == ("corp-2",))
+    assert check(old_token) == KEY_UNKNOWN
+    assert check(token_at(clock.now())) == KEY_UNKNOWN
+    assert check(token_at(clock.now(), key=ROGUE_RSA, headers={"kid": "corp-2"})) == "allow"
+
+
+def test_failed_refresh_keeps_the_last_good_keys(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
+    server.behaviour.status = 503
+    clock.advance(31)
+    snapshot = manager.refetch("corp")
+    assert snapshot is not None
+    assert snapshot.keys is not None
+    assert snapshot.keys.kids() == [CORP.kid]
+    assert snapshot.last_error == "HTTP 503 from key endpoint"
+    # past its TTL the set is stale but still served, for max_stale more
+    clock.advance(400)
+    assert manager.current("corp").status is KeyStatus.STALE
+    clock.advance(DAY)
+    assert manager.current("corp").keys is None
+    assert manager.current("corp").status is KeyStatus.FAILED
+
+
+OUTAGES: dict[str, dict[str, Any]] = {
+    "http_503": {"status": 503},
+    "timeout": {"delay": 1.0},
+    "connection_reset": {"reset": True},
+    "not_json": {"body": b"<html>maintenance</html>"},
+    "no_usable_key": {"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0", "kid": "x"}]}},
+    "rsa_1024_only": {"jwks": {"keys": [public_jwk(rsa_key(1024), kid="corp-1", alg="RS256")]}},
+    "alg_not_for_signatures": {"jwks": {"keys": [public_jwk(ROGUE_RSA, kid="x", alg="HS256")]}},
+    "duplicate_members": {"body": b'{"keys": [], "keys": []}'},
+}
+
+
+@pytest.mark.parametrize("outage", list(OUTAGES))
+def test_an_outage_shorter_than_max_stale_denies_no_cached_key(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started, outage: str
+) -> None:
+    policy = make_policy(tmp_path, [corp_remote(server, fetch_timeout="0.5s")])
+    manager = start(policy, clock, backoff_cap=600.0)
+    check = Checker(policy, manager, clock)
+    for name, value in OUTAGES[outage].items():
+        setattr(server.behaviour, name, value)
+    # the outage runs from just after the last good fetch to just before the keys'
+    # TTL plus max_stale: every retry fails, every token under a cached key passes
+    elapsed = 0.0
+    for step in (0.8 * TTL + 1, 600.0, 3600.0, 6 * 3600.0, 8 * 3600.0, 8 * 3600.0):
+        clock.advance(step)
+        elapsed += step
+        eventually(
+            lambda: manager.report()["corp"].last_attempt_at == clock.now(),
+            what="a retry during the outage",
+        )
+        assert manager.report()["corp"].last_result != "ok"
+        assert manager.current("corp").last_error
+        assert check(token_at(clock.now())) == "allow", f"denied {elapsed}s into the outage"
+    assert elapsed < DAY + TTL
+    assert manager.current("corp").status is KeyStatus.STALE
+    clock.advance(DAY + TTL - elapsed - 1)
+    assert check(token_at(clock.now())) == "allow"
+    # beyond max_stale there is nothing to verify with: 503, never an allow
+    clock.advance(2)
+    assert check(token_at(clock.now())) == KEYS_UNAVAILABLE
+
+
+def test_the_outage_ends_and_keys_are_fresh_again(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
+    server.behaviour.status = 503
+    clock.advance(TTL + 60)
+    eventually(lambda: manager.report()["corp"].failures >= 1)
+    assert manager.current("corp").status is KeyStatus.STALE
+    server.behaviour.status = 200
+    clock.advance(120)
+    eventually(lambda: manager.current("corp").status is KeyStatus.FRESH)
+    report = manager.report()["corp"]
+    assert (report.failures, report.last_result, report.last_error) == (0, "ok", None)
+
+
+def test_an_issuer_without_keys_gets_503_and_others_are_unaffected(
+    tmp_path: Path,
+    server: JwksServer,
+    clock: FixedClock,
+    start: Started,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server.behaviour.status = 503
+    with jwks_server(PARTNER.jwks()) as partner_server:
+        remotes = [corp_remote(server), Remote("partner", PARTNER.iss, partner_server, "ES256")]
+        policy = make_policy(tmp_path, remotes)
+        manager = start(policy, clock)
+        check = Checker(policy, manager, clock)
+        assert check(token_at(clock.now())) == KEYS_UNAVAILABLE
+        assert check(token_at(clock.now(), issuer=PARTNER)) == "allow"
+        assert manager.current("corp").status is KeyStatus.FAILED
+        assert manager.current("partner").status is KeyStatus.FRESH
+        for _ in range(3):
+            clock.advance(61)
+            eventually(lambda: manager.report()["corp"].last_attempt_at == clock.now())
+            assert check(token_at(clock.now())) == KEYS_UNAVAILABLE
+    unavailable = [r for r in caplog.records if r.getMessage().startswith("keys unavailable")]
+    assert len(unavailable) == 1
+
+
+# unknown kid: single flight and cooldown ------------------------------------------
+
+
+def test_refetch_flood_costs_one_request_per_cooldown(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
+    server.behaviour.delay = 0.2
+    before = server.count()
+    threads = [threading.Thread(target=manager.refetch, args=("corp",)) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for _ in range(200):
         manager.refetch("corp")
-        assert server.count() - before == 2
-    finally:
-        manager.stop()
+    assert server.count() - before == 1
+    clock.advance(31)
+    manager.refetch("corp")
+    assert server.count() - before == 2
 
 
-def _issuer(tmp_path: Path, server: JwksServer) -> IssuerPolicy:
-    return remote_policy(tmp_path, server).issuers["corp"]
+def test_requests_waiting_on_a_refetch_all_get_its_result(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    policy = make_policy(tmp_path, [corp_remote(server)])
+    manager = start(policy, clock)
+    check = Checker(policy, manager, clock)
+    rotated = public_jwk(ROGUE_RSA, kid="corp-2", alg="RS256")
+    server.behaviour.jwks = {"keys": [rotated]}
+    server.behaviour.delay = 0.3
+    tokens = [
+        token_at(clock.now(), key=ROGUE_RSA, headers={"kid": "corp-2"}, jti=str(i))
+        for i in range(20)
+    ]
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        assert set(pool.map(check, tokens)) == {"allow"}
+    assert server.count() == 2
+
+
+def test_a_refetch_during_a_scheduled_refresh_shares_it(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
+    server.behaviour.delay = 0.3
+    clock.advance(0.8 * TTL)
+    eventually(lambda: server.count() == 2, what="the scheduled refresh to start")
+    snapshot = manager.refetch("corp")
+    assert snapshot is not None
+    assert snapshot.fetched_at == clock.now()
+    assert server.count() == 2
+
+
+def test_a_thousand_random_kids_cost_one_jwks_request_per_cooldown(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    policy = make_policy(tmp_path, [corp_remote(server)])
+    manager = start(policy, clock)
+    check = Checker(policy, manager, clock)
+    server.behaviour.delay = 0.1  # so that requests pile up behind the one refetch
+    rng = random.Random(7)
+
+    def flood() -> list[str]:
+        tokens = [
+            token_at(clock.now(), key=ROGUE_RSA, headers={"kid": f"{rng.getrandbits(64):x}"})
+            for _ in range(1000)
+        ]
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            return list(pool.map(check, tokens))
+
+    before = server.count()
+    assert set(flood()) == {KEY_UNKNOWN}
+    assert server.count() - before == 1
+    clock.advance(10)
+    assert set(flood()) == {KEY_UNKNOWN}
+    assert server.count() - before == 1  # still within the 30 s cooldown
+    clock.advance(21)
+    assert set(flood()) == {KEY_UNKNOWN}
+    assert server.count() - before == 2
+    assert check(token_at(clock.now())) == "allow"
+
+
+# logging, events, backoff ------------------------------------------------------------
+
+
+def test_each_state_change_is_logged_once_not_every_retry(
+    tmp_path: Path,
+    server: JwksServer,
+    clock: FixedClock,
+    start: Started,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="ext_authz.keys")
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
+    server.behaviour.status = 503
+    clock.advance(0.8 * TTL - 61)
+    for _ in range(10):
+        clock.advance(61)
+        eventually(lambda: manager.report()["corp"].last_attempt_at == clock.now())
+    assert manager.report()["corp"].failures == 10
+    server.behaviour.status = 200
+    clock.advance(61)
+    eventually(lambda: manager.current("corp").status is KeyStatus.FRESH)
+    messages = [r.getMessage() for r in caplog.records if r.name == "ext_authz.keys"]
+    assert messages.count("key fetch failed; retrying with backoff") == 1
+    assert messages.count("keys stale; serving the last good keys") == 1
+    assert messages.count("key fetch recovered") == 1
+    assert messages.count("keys fresh") == 2  # at start-up, and after the outage
+
+
+@pytest.mark.parametrize(
+    ("failures", "low", "high"),
+    [
+        (1, 0.5, 1.0),
+        (2, 1.0, 2.0),
+        (3, 2.0, 4.0),
+        (6, 16.0, 32.0),
+        (7, 30.0, 60.0),
+        (50, 30.0, 60.0),
+    ],
+)
+def test_retry_delay_doubles_up_to_the_cap_with_jitter(
+    failures: int, low: float, high: float
+) -> None:
+    rng = random.Random(1)
+    delays = [retry_delay(failures, 1.0, 60.0, rng) for _ in range(200)]
+    assert all(low <= d <= high for d in delays)
+    assert len({round(d, 6) for d in delays}) > 100  # jittered, not one fixed value
+
+
+def test_events_report_every_fetch_result(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    events: list[KeyEvent] = []
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock, on_event=events.append)
+    server.behaviour.status = 502
+    clock.advance(31)
+    manager.refetch("corp")
+    assert [(e.issuer, e.result, e.keys, e.source, e.status) for e in events] == [
+        ("corp", "ok", 1, KeyOrigin.NETWORK, KeyStatus.FRESH),
+        ("corp", "http_status", 1, KeyOrigin.NETWORK, KeyStatus.FRESH),
+    ]
+    assert events[1].error == "HTTP 502 from key endpoint"
+    assert not events[1].ok
+
+
+def test_a_failing_observer_does_not_stop_key_fetching(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    def broken(event: KeyEvent) -> None:
+        raise RuntimeError("observer bug")
+
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock, on_event=broken)
+    assert manager.current("corp").status is KeyStatus.FRESH
+    clock.advance(0.8 * TTL + 1)
+    eventually(lambda: server.count() == 2)
+
+
+def test_a_reload_inherits_keys_instead_of_starting_over(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    policy = make_policy(tmp_path, [corp_remote(server)])
+    first = start(policy, clock)
+    second = start(make_policy(tmp_path, [corp_remote(server)]), clock, inherit=first)
+    first.stop()
+    assert second.current("corp").status is KeyStatus.FRESH
+    assert second.report()["corp"].next_refresh_at == pytest.approx(NOW + 0.8 * TTL)
+    time.sleep(10 * TICK)
+    assert server.count() == 1
+    clock.advance(0.8 * TTL + 1)
+    eventually(lambda: server.count() == 2, what="the inherited refresh schedule")
 
 
 @pytest.mark.parametrize(
@@ -195,4 +520,5 @@ def _issuer(tmp_path: Path, server: JwksServer) -> IssuerPolicy:
 def test_ttl_from_cache_control(
     tmp_path: Path, server: JwksServer, header: str | None, expected: float
 ) -> None:
-    assert ttl_from_cache_control(header, _issuer(tmp_path, server)) == expected
+    issuer = make_policy(tmp_path, [corp_remote(server)]).issuers["corp"]
+    assert ttl_from_cache_control(header, issuer) == expected

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import json
 import re
 from dataclasses import dataclass
@@ -9,6 +11,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from ext_authz.clock import Clock, SystemClock
 from ext_authz.keys.jwks import JwksError, ParsedKeySet, parse_jwks_bytes
 from ext_authz.keys.urls import key_url_problem
 from ext_authz.policy.model import IssuerPolicy, KeySourceKind
@@ -18,15 +21,31 @@ _NO_CACHE = re.compile(r"(?:^|[,\s])(no-cache|no-store)(?:$|[,\s=])", re.IGNOREC
 MAX_DISCOVERY_BYTES = 64 * 1024
 
 
+class FetchErrorKind(enum.Enum):
+    """Why a fetch gave no keys: a closed set, fit for metric labels."""
+
+    TIMEOUT = "timeout"
+    HTTP_STATUS = "http_status"
+    NETWORK = "network"
+    TOO_LARGE = "too_large"
+    INVALID_JWKS = "invalid_jwks"
+    NO_USABLE_KEY = "no_usable_key"
+    DISCOVERY = "discovery"
+
+
 class FetchError(Exception):
     """A fetch that gave no usable keys. The message names the failure, not the data."""
+
+    def __init__(self, message: str, kind: FetchErrorKind) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
 class FetchedKeys:
     parsed: ParsedKeySet
     ttl: float  # seconds, already clamped to the issuer's bounds
-    url: str
+    url: str  # where the JWKS came from (after discovery)
 
 
 class JwksFetcher(Protocol):
@@ -47,16 +66,30 @@ def ttl_from_cache_control(header: str | None, issuer: IssuerPolicy) -> float:
     return min(max(ttl, settings.min_ttl), settings.max_ttl)
 
 
-class HttpJwksFetcher:
-    """Fetches with httpx. Redirects are not followed; responses are size-capped."""
+@dataclass(frozen=True, slots=True)
+class _Discovered:
+    jwks_uri: str
+    at: float  # monotonic
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+
+class HttpJwksFetcher:
+    """Fetches with httpx. Redirects are not followed; responses are size-capped and every
+    request has a total deadline of the issuer's `fetch_timeout`.
+
+    A discovered `jwks_uri` is remembered until a JWKS fetch through it fails or
+    `max_ttl` passes, so a refresh is one request, not two."""
+
+    def __init__(
+        self, transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None
+    ) -> None:
         self._client = httpx.AsyncClient(
             transport=transport,
             follow_redirects=False,
             headers={"accept": "application/json", "user-agent": "ext-authz"},
             trust_env=False,
         )
+        self._clock = clock or SystemClock()
+        self._discovered: dict[str, _Discovered] = {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -64,55 +97,74 @@ class HttpJwksFetcher:
     async def fetch(self, issuer: IssuerPolicy) -> FetchedKeys:
         source = issuer.source
         assert source.url is not None
-        jwks_url = source.url
-        if source.kind is KeySourceKind.DISCOVERY:
-            jwks_url = await self._discover(issuer, source.url)
-        body, cache_control = await self._get(
-            jwks_url, issuer.keys.max_jwks_bytes, issuer.keys.fetch_timeout
-        )
+        if source.kind is not KeySourceKind.DISCOVERY:
+            return await self._fetch_jwks(issuer, source.url)
+        known = self._discovered.get(source.url)
+        if known is None or self._clock.monotonic() - known.at > issuer.keys.max_ttl:
+            jwks_uri = await self._discover(issuer, source.url)
+            known = _Discovered(jwks_uri, self._clock.monotonic())
+        try:
+            fetched = await self._fetch_jwks(issuer, known.jwks_uri)
+        except FetchError:
+            self._discovered.pop(source.url, None)
+            raise
+        self._discovered[source.url] = known
+        return fetched
+
+    async def _fetch_jwks(self, issuer: IssuerPolicy, url: str) -> FetchedKeys:
+        settings = issuer.keys
+        body, cache_control = await self._get(url, settings.max_jwks_bytes, settings.fetch_timeout)
         try:
             parsed = parse_jwks_bytes(body)
         except JwksError as exc:
-            raise FetchError(f"bad JWKS: {exc}") from None
+            raise FetchError(f"bad JWKS: {exc}", FetchErrorKind.INVALID_JWKS) from None
         if not parsed.keys.keys:
-            raise FetchError("JWKS has no usable signature key")
-        return FetchedKeys(parsed, ttl_from_cache_control(cache_control, issuer), jwks_url)
+            raise FetchError("JWKS has no usable signature key", FetchErrorKind.NO_USABLE_KEY)
+        return FetchedKeys(parsed, ttl_from_cache_control(cache_control, issuer), url)
 
     async def _discover(self, issuer: IssuerPolicy, url: str) -> str:
         body, _ = await self._get(url, MAX_DISCOVERY_BYTES, issuer.keys.fetch_timeout)
+        kind = FetchErrorKind.DISCOVERY
         try:
             document: Any = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            raise FetchError("discovery document is not JSON") from None
+            raise FetchError("discovery document is not JSON", kind) from None
         if not isinstance(document, dict):
-            raise FetchError("discovery document is not a JSON object")
+            raise FetchError("discovery document is not a JSON object", kind)
         if document.get("issuer") != issuer.issuer:
-            raise FetchError("discovery document names another issuer")
+            raise FetchError("discovery document names another issuer", kind)
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str):
-            raise FetchError("discovery document has no jwks_uri")
+            raise FetchError("discovery document has no jwks_uri", kind)
         problem = key_url_problem(jwks_uri)
         if problem:
-            raise FetchError(f"discovered jwks_uri {problem}")
+            raise FetchError(f"discovered jwks_uri {problem}", kind)
         return jwks_uri
 
     async def _get(self, url: str, limit: int, timeout: float) -> tuple[bytes, str | None]:
         try:
-            async with self._client.stream("GET", url, timeout=timeout) as response:
-                if response.status_code != 200:
-                    raise FetchError(f"HTTP {response.status_code} from key endpoint")
-                declared = response.headers.get("content-length")
-                if declared is not None and declared.isdigit() and int(declared) > limit:
-                    raise FetchError(f"response larger than {limit} bytes")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise FetchError(f"response larger than {limit} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks), response.headers.get("cache-control")
-        except httpx.TimeoutException:
-            raise FetchError("timed out") from None
+            async with asyncio.timeout(timeout):
+                return await self._read(url, limit, timeout)
+        except (httpx.TimeoutException, TimeoutError):
+            raise FetchError("timed out", FetchErrorKind.TIMEOUT) from None
         except httpx.HTTPError as exc:
-            raise FetchError(f"HTTP error: {type(exc).__name__}") from None
+            raise FetchError(f"HTTP error: {type(exc).__name__}", FetchErrorKind.NETWORK) from None
+
+    async def _read(self, url: str, limit: int, timeout: float) -> tuple[bytes, str | None]:
+        too_large = FetchError(f"response larger than {limit} bytes", FetchErrorKind.TOO_LARGE)
+        async with self._client.stream("GET", url, timeout=timeout) as response:
+            if response.status_code != 200:
+                raise FetchError(
+                    f"HTTP {response.status_code} from key endpoint", FetchErrorKind.HTTP_STATUS
+                )
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise too_large
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+            return b"".join(chunks), response.headers.get("cache-control")

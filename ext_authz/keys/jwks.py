@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from ext_authz.policy.schema import SIGNATURE_ALGORITHMS
 MIN_RSA_BITS = 2048
 MAX_KEYS = 100
 MAX_KID_LENGTH = 256
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
 # The key type (and curve) each signature algorithm needs.
 _ALG_KEY: dict[str, tuple[str, str | None]] = {
@@ -99,6 +101,13 @@ class KeySet:
 class ParsedKeySet:
     keys: KeySet
     skipped: tuple[str, ...]
+    # the accepted keys as published (public members only: keys holding private
+    # members are skipped), in the order of `keys.keys`
+    documents: tuple[Mapping[str, Any], ...] = ()
+
+    def public_jwks_json(self) -> str:
+        """The accepted keys as a JWKS document: what is cached, never the raw response."""
+        return json.dumps({"keys": [dict(d) for d in self.documents]}, separators=(",", ":"))
 
 
 def parse_jwks(document: object) -> ParsedKeySet:
@@ -110,16 +119,20 @@ def parse_jwks(document: object) -> ParsedKeySet:
         raise JwksError("a JWKS must have a 'keys' array")
     if len(raw_keys) > MAX_KEYS:
         raise JwksError(f"a JWKS may hold at most {MAX_KEYS} keys")
-    accepted: list[VerificationKey] = []
+    accepted: list[tuple[VerificationKey, Mapping[str, Any]]] = []
     skipped: list[str] = []
     for index, raw in enumerate(raw_keys):
         try:
-            accepted.append(_parse_key(raw))
+            accepted.append((_parse_key(raw), raw))
         except _Skip as skip:
             skipped.append(f"key {index}: {skip}")
     accepted, dup_notes = _drop_conflicting_kids(accepted)
     skipped.extend(dup_notes)
-    return ParsedKeySet(KeySet.of(accepted), tuple(skipped))
+    return ParsedKeySet(
+        KeySet.of([key for key, _ in accepted]),
+        tuple(skipped),
+        tuple(raw for _, raw in accepted),
+    )
 
 
 def parse_jwks_bytes(data: bytes) -> ParsedKeySet:
@@ -193,6 +206,8 @@ def _rsa_modulus_bits(n: object) -> int:
     """The modulus size, read before the key is imported (so weak keys never load)."""
     if not isinstance(n, str) or not n or len(n) > 2048:
         raise _Skip("RSA key without a valid 'n'")
+    if not _BASE64URL.fullmatch(n):
+        raise _Skip("RSA key whose 'n' is not base64url")
     try:
         raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
     except ValueError:
@@ -201,24 +216,28 @@ def _rsa_modulus_bits(n: object) -> int:
 
 
 def _drop_conflicting_kids(
-    keys: list[VerificationKey],
-) -> tuple[list[VerificationKey], list[str]]:
-    by_kid: dict[str, set[str]] = {}
-    for key in keys:
+    keys: list[tuple[VerificationKey, Mapping[str, Any]]],
+) -> tuple[list[tuple[VerificationKey, Mapping[str, Any]]], list[str]]:
+    """A `kid` names one key: when entries sharing a kid differ in material or in the
+    algorithm bound to them, none of them is trusted. Exact repeats are kept once."""
+    by_kid: dict[str, set[tuple[str, str | None]]] = {}
+    for key, _ in keys:
         if key.kid is not None:
-            by_kid.setdefault(key.kid, set()).add(key.thumbprint)
-    conflicting = {kid for kid, prints in by_kid.items() if len(prints) > 1}
-    notes = [f"kid {kid!r}: several different keys share it; all dropped" for kid in conflicting]
-    kept: list[VerificationKey] = []
-    seen: set[tuple[str | None, str]] = set()
-    for key in keys:
+            by_kid.setdefault(key.kid, set()).add((key.thumbprint, key.alg))
+    conflicting = {kid for kid, variants in by_kid.items() if len(variants) > 1}
+    notes = [
+        f"kid {kid!r}: several different keys share it; all dropped" for kid in sorted(conflicting)
+    ]
+    kept: list[tuple[VerificationKey, Mapping[str, Any]]] = []
+    seen: set[tuple[str | None, str, str | None]] = set()
+    for key, raw in keys:
         if key.kid in conflicting:
             continue
-        ident = (key.kid, key.thumbprint)
+        ident = (key.kid, key.thumbprint, key.alg)
         if ident in seen:
             continue
         seen.add(ident)
-        kept.append(key)
+        kept.append((key, raw))
     return kept, notes
 
 

@@ -209,7 +209,7 @@ class _Compiler:
         if not _ISSUER_NAME.match(name):
             self.error(base, "issuer names use letters, digits, '_', '.' and '-' (64 at most)")
             ok = False
-        settings = _key_settings(defaults, model)
+        settings = _key_settings(defaults, model, self.base_dir)
         if settings.min_ttl > settings.max_ttl:
             self.error((*base, "keys", "min_ttl"), "min_ttl is larger than max_ttl")
             ok = False
@@ -495,7 +495,7 @@ def _claim_path(claim: str) -> tuple[str, ...]:
     return tuple(claim.split("."))
 
 
-def _key_settings(defaults: KeysSettingsModel, model: IssuerModel) -> KeySettings:
+def _key_settings(defaults: KeysSettingsModel, model: IssuerModel, base_dir: Path) -> KeySettings:
     override = model.keys
 
     def pick(name: str) -> Any:
@@ -510,6 +510,8 @@ def _key_settings(defaults: KeysSettingsModel, model: IssuerModel) -> KeySetting
         max_stale=pick("max_stale"),
         fetch_timeout=pick("fetch_timeout"),
         max_jwks_bytes=pick("max_jwks_bytes"),
+        cache=defaults.cache,
+        cache_dir=(base_dir / defaults.cache_dir).resolve() if defaults.cache_dir else None,
     )
 
 

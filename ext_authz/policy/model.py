@@ -28,6 +28,8 @@ class KeySettings:
     max_stale: float
     fetch_timeout: float
     max_jwks_bytes: int
+    cache: str = "memory"  # or a redis:// URL: key sets shared by replicas
+    cache_dir: Path | None = None  # last good key sets on disk (resolved)
 
 
 class KeySourceKind(enum.Enum):

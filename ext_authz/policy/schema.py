@@ -8,33 +8,11 @@ cross-references. Unknown keys are errors, so a typo never silently weakens a ru
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-SIGNATURE_ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
-KEY_MANAGEMENT_ALGORITHMS = (
-    "RSA-OAEP",
-    "RSA-OAEP-256",
-    "ECDH-ES",
-    "ECDH-ES+A128KW",
-    "ECDH-ES+A256KW",
-    "A128KW",
-    "A256KW",
-    "dir",
-)
-CONTENT_ENCRYPTIONS = ("A128GCM", "A256GCM", "A128CBC-HS256", "A256CBC-HS512")
+from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -85,6 +63,9 @@ KeyManagementAlgorithm = Literal[
     "dir",
 ]
 ContentEncryption = Literal["A128GCM", "A256GCM", "A128CBC-HS256", "A256CBC-HS512"]
+SIGNATURE_ALGORITHMS: tuple[str, ...] = get_args(SignatureAlgorithm)
+KEY_MANAGEMENT_ALGORITHMS: tuple[str, ...] = get_args(KeyManagementAlgorithm)
+CONTENT_ENCRYPTIONS: tuple[str, ...] = get_args(ContentEncryption)
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
@@ -104,6 +85,15 @@ class KeysSettingsModel(_Strict):
     max_jwks_bytes: Annotated[int, Field(gt=0, le=4 * 1024 * 1024)] = 256 * 1024
     cache: NonEmptyStr = "memory"
     cache_dir: NonEmptyStr | None = None
+
+    @field_validator("cache")
+    @classmethod
+    def _cache_url(cls, value: str) -> str:
+        try:
+            parse_cache_url(value)
+        except CacheUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 class KeysOverrideModel(_Strict):

@@ -1,12 +1,15 @@
 """A real loopback HTTP server for key sets that tests can break on purpose.
 
 It serves `/jwks.json` and `/.well-known/openid-configuration`, counts requests,
-and can answer with an error status, garbage, a delay, or a rotated key set.
+and can answer with an error status, garbage, a delay, a reset connection, or a
+rotated key set.
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +27,7 @@ class JwksBehaviour:
     delay: float = 0.0
     cache_control: str | None = "max-age=300"
     issuer: str | None = None  # for discovery; defaults to the base URL
+    reset: bool = False  # drop the connection without an answer
     requests: dict[str, int] = field(default_factory=dict)
 
 
@@ -42,7 +46,9 @@ class JwksServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -63,6 +69,13 @@ class JwksServer:
             b.requests[handler.path] = b.requests.get(handler.path, 0) + 1
         if b.delay:
             time.sleep(b.delay)
+        if b.reset:
+            handler.close_connection = True
+            handler.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            handler.connection.close()
+            return
         if handler.path == "/.well-known/openid-configuration":
             body = json.dumps(
                 {"issuer": b.issuer or self.base_url, "jwks_uri": self.jwks_uri}

@@ -1,0 +1,302 @@
+"""Where fetched key sets are kept, on aiocache: its memory backend by default, or Redis
+so that replicas share one fetch (`keys.cache: redis://...`).
+
+The request path never reads this: it reads the key manager's in-memory snapshots.
+The cache holds the accepted public keys of each issuer as a JWKS document with its
+fetch time and TTL (`CachedJwks`), and, with Redis, two short-lived coordination keys
+per issuer: a fetch lock (SET NX PX) and the refetch cooldown.
+
+If Redis cannot be reached, every operation falls back to the memory backend (locks
+and cooldowns are then granted: the process still fetches alone, single-flight and
+rate-limited locally), the change is logged once, and Redis is tried again after
+`retry_after` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiocache import SimpleMemoryCache  # type: ignore[import-untyped]
+from aiocache.serializers import StringSerializer  # type: ignore[import-untyped]
+
+from ext_authz.clock import Clock
+from ext_authz.keys.redis_url import CacheUrlError, RedisTarget, parse_cache_url
+from ext_authz.policy.model import IssuerPolicy
+
+log = logging.getLogger("ext_authz.keys")
+
+T = TypeVar("T")
+ENTRY_VERSION = 1
+MAX_ENTRY_CHARS = 8 * 1024 * 1024
+KEY_PREFIX = "ext-authz:keys:v1"
+OP_TIMEOUT = 1.0
+RETRY_AFTER = 15.0
+
+_RELEASE_SCRIPT = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
+    "else return 0 end"
+)
+
+
+class CacheEntryError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CachedJwks:
+    """An issuer's accepted public keys as a JWKS document, with when it was fetched."""
+
+    issuer: str  # the issuer's `iss`
+    source: str  # the configured jwks_uri or discovery URL
+    jwks: str  # JSON text: {"keys": [...]}, public members only
+    fetched_at: float  # wall clock
+    ttl: float
+
+    @property
+    def fresh_until(self) -> float:
+        return self.fetched_at + self.ttl
+
+    def expires_at(self, max_stale: float) -> float:
+        """Stale keys are served until here; after that they are dropped."""
+        return self.fetched_at + self.ttl + max_stale
+
+    def refresh_at(self, share: float) -> float:
+        return self.fetched_at + self.ttl * share
+
+    def belongs_to(self, issuer: IssuerPolicy) -> bool:
+        return self.issuer == issuer.issuer and self.source == issuer.source.url
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "version": ENTRY_VERSION,
+                "issuer": self.issuer,
+                "source": self.source,
+                "fetched_at": self.fetched_at,
+                "ttl": self.ttl,
+                "jwks": self.jwks,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def loads(cls, text: str) -> CachedJwks:
+        if len(text) > MAX_ENTRY_CHARS:
+            raise CacheEntryError("cached key set is too large")
+        try:
+            data: Any = json.loads(text)
+        except ValueError:
+            raise CacheEntryError("cached key set is not JSON") from None
+        if not isinstance(data, dict) or data.get("version") != ENTRY_VERSION:
+            raise CacheEntryError("cached key set has an unknown format")
+        issuer, source, jwks = data.get("issuer"), data.get("source"), data.get("jwks")
+        fetched_at, ttl = data.get("fetched_at"), data.get("ttl")
+        if not (isinstance(issuer, str) and isinstance(source, str) and isinstance(jwks, str)):
+            raise CacheEntryError("cached key set lacks its issuer, source or keys")
+        fetched_at, ttl = _finite(fetched_at), _finite(ttl)
+        if fetched_at is None or ttl is None or ttl <= 0:
+            raise CacheEntryError("cached key set has no valid fetch time or TTL")
+        return cls(issuer, source, jwks, fetched_at, ttl)
+
+
+def _finite(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def store_id(issuer: IssuerPolicy) -> str:
+    """A stable name for an issuer's key set, the same in every replica and across
+    restarts: derived from its `iss` and key URL, not from the local issuer name."""
+    material = f"{issuer.issuer}\n{issuer.source.url or ''}".encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    errors: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+    try:
+        from redis.exceptions import RedisError
+    except ImportError:  # pragma: no cover - redis is a dependency
+        return errors
+    return (*errors, RedisError)
+
+
+class KeyCache:
+    """One cache backend, shared by the issuers configured with the same `keys.cache`."""
+
+    def __init__(
+        self,
+        setting: str,
+        clock: Clock,
+        *,
+        op_timeout: float = OP_TIMEOUT,
+        retry_after: float = RETRY_AFTER,
+    ) -> None:
+        self._clock = clock
+        self._retry_after = retry_after
+        self._memory: Any = SimpleMemoryCache(serializer=StringSerializer(), timeout=op_timeout)
+        self._redis: Any = None
+        self._target: RedisTarget | None = None
+        self._problem: str | None = None  # why Redis is not in use, while it is not
+        self._retry_at: float | None = None  # monotonic
+        self._errors = _redis_errors()
+        try:
+            self._target = parse_cache_url(setting)
+        except CacheUrlError as exc:
+            self._problem = f"invalid cache setting: {exc}"
+            log.error("key cache setting refused; using memory", extra={"error": str(exc)})
+            return
+        if self._target is not None:
+            self._redis = _open_redis(self._target, op_timeout)
+
+    @property
+    def configured_shared(self) -> bool:
+        return self._target is not None
+
+    @property
+    def shared(self) -> bool:
+        """Whether Redis is in use now (or due for another try)."""
+        return self._redis is not None and (
+            self._retry_at is None or self._clock.monotonic() >= self._retry_at
+        )
+
+    def describe(self) -> str:
+        if self._target is None:
+            return "memory" if self._problem is None else f"memory ({self._problem})"
+        if self._problem is not None:
+            return f"memory (fallback: {self._target.display()} {self._problem})"
+        return self._target.display()
+
+    async def get(self, key: str) -> str | None:
+        used, value = await self._on_redis("get", lambda r: r.get(key))
+        if not used:
+            value = await self._memory.get(key)
+        return value if isinstance(value, str) else None
+
+    async def put(self, key: str, value: str, ttl: float) -> None:
+        await self._memory.set(key, value)
+        await self._on_redis("set", lambda r: r.set(key, value, ttl=float(ttl)))
+
+    async def add(self, key: str, value: str, ttl: float) -> bool:
+        """SET NX PX on Redis. Without Redis: granted (the process coordinates alone)."""
+
+        async def attempt(redis: Any) -> bool:
+            try:
+                await redis.add(key, value, ttl=float(ttl))
+            except ValueError:  # the key exists
+                return False
+            return True
+
+        used, added = await self._on_redis("add", attempt)
+        return bool(added) if used else True
+
+    async def exists(self, key: str) -> bool:
+        used, found = await self._on_redis("exists", lambda r: r.exists(key))
+        return bool(found) if used else False
+
+    async def release(self, key: str, token: str) -> None:
+        await self._on_redis("release", lambda r: r.raw("eval", _RELEASE_SCRIPT, 1, key, token))
+
+    async def close(self) -> None:
+        await self._memory.close()
+        if self._redis is not None:
+            with contextlib.suppress(*self._errors):
+                await self._redis.client.aclose()
+
+    async def _on_redis(
+        self, op: str, call: Callable[[Any], Awaitable[T]]
+    ) -> tuple[bool, T | None]:
+        if not self.shared:
+            return False, None
+        try:
+            result = await call(self._redis)
+        except self._errors as exc:
+            self._went_down(op, exc)
+            return False, None
+        self._came_back()
+        return True, result
+
+    def _went_down(self, op: str, exc: BaseException) -> None:
+        self._retry_at = self._clock.monotonic() + self._retry_after
+        if self._problem is None:
+            self._problem = "unreachable"
+            log.warning(
+                "shared key cache unreachable; using the in-memory cache",
+                extra={
+                    "cache": self.describe(),
+                    "operation": op,
+                    "error": f"{type(exc).__name__}: {str(exc)[:200]}",
+                    "retry_after": self._retry_after,
+                },
+            )
+
+    def _came_back(self) -> None:
+        if self._problem is not None and self._target is not None:
+            self._problem = None
+            self._retry_at = None
+            log.info("shared key cache reachable again", extra={"cache": self.describe()})
+
+
+def _open_redis(target: RedisTarget, op_timeout: float) -> Any:
+    from aiocache import RedisCache
+
+    pool_options: dict[str, Any] = {"socket_timeout": op_timeout}
+    if target.username:
+        pool_options["username"] = target.username
+    return RedisCache(
+        serializer=StringSerializer(),
+        endpoint=target.host,
+        port=target.port,
+        db=target.db,
+        password=target.password,
+        ssl=target.tls,
+        timeout=op_timeout,
+        create_connection_timeout=op_timeout,
+        connection_pool_kwargs=pool_options,
+    )
+
+
+class IssuerStore:
+    """One issuer's view of a `KeyCache`: its key set and its coordination keys."""
+
+    def __init__(self, cache: KeyCache, issuer: IssuerPolicy) -> None:
+        self.cache = cache
+        self.id = store_id(issuer)
+        self._jwks_key = f"{KEY_PREFIX}:jwks:{self.id}"
+        self._lock_key = f"{KEY_PREFIX}:lock:{self.id}"
+        self._cooldown_key = f"{KEY_PREFIX}:refetch:{self.id}"
+
+    @property
+    def shared(self) -> bool:
+        return self.cache.shared
+
+    async def load(self) -> CachedJwks | None:
+        """The stored entry; None when absent. Raises `CacheEntryError` if it is corrupt."""
+        text = await self.cache.get(self._jwks_key)
+        return None if text is None else CachedJwks.loads(text)
+
+    async def save(self, entry: CachedJwks, ttl: float) -> None:
+        await self.cache.put(self._jwks_key, entry.dumps(), ttl)
+
+    async def lock(self, lease: float) -> str | None:
+        """A token if this process may fetch now; None while a replica fetches."""
+        token = secrets.token_hex(16)
+        return token if await self.cache.add(self._lock_key, token, lease) else None
+
+    async def unlock(self, token: str) -> None:
+        await self.cache.release(self._lock_key, token)
+
+    async def locked(self) -> bool:
+        return await self.cache.exists(self._lock_key)
+
+    async def claim_refetch(self, cooldown: float) -> bool:
+        """Whether this process may refetch on an unknown key now, across replicas."""
+        return await self.cache.add(self._cooldown_key, "1", cooldown)
