@@ -40,8 +40,15 @@ class Identity:
 
     @property
     def subject(self) -> str | None:
+        """`sub` when it is a string that can travel (metadata, logs), else None."""
         sub = self.claims.get("sub")
-        return sub if isinstance(sub, str) else None
+        if not isinstance(sub, str) or len(sub) > 1024:
+            return None
+        try:
+            sub.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+        return sub
 
 
 @dataclass(frozen=True, slots=True)

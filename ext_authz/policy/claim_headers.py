@@ -26,6 +26,7 @@ from ext_authz.policy.model import HeaderMapping, UnsafeValues
 from ext_authz.tokens.claims import MISSING, lookup
 
 MAX_HEADER_VALUE_BYTES = 8 * 1024
+INVALID_UNICODE = "claim is not valid Unicode"
 
 
 class Unrenderable(ValueError):
@@ -52,6 +53,15 @@ def _compact(value: Any) -> str:
 
 def format_value(value: Any, encoding: str = "plain") -> str:
     """The header text of a claim, before any safety check."""
+    try:
+        return _format(value, encoding)
+    except RecursionError:
+        raise Unrenderable("claim is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise Unrenderable(INVALID_UNICODE) from None
+
+
+def _format(value: Any, encoding: str) -> str:
     if value is None:
         raise Unrenderable("claim is null")
     if not _is_json(value):
@@ -70,7 +80,7 @@ def format_value(value: Any, encoding: str = "plain") -> str:
         if any(item is None for item in value):
             raise Unrenderable("claim is null")
         return ", ".join(
-            _compact(item) if isinstance(item, dict | list) else format_value(item)
+            _compact(item) if isinstance(item, dict | list) else _format(item, "plain")
             for item in value
         )
     return _compact(value)
@@ -89,7 +99,11 @@ def _is_json(value: Any) -> bool:
 def unsafe_reason(text: str) -> str | None:
     if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in text):
         return "claim holds control characters"
-    if len(text.encode("utf-8")) > MAX_HEADER_VALUE_BYTES:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, as cut-off UTF-16 text leaves
+        return INVALID_UNICODE
+    if size > MAX_HEADER_VALUE_BYTES:
         return "claim is over the header size limit"
     if not text.isascii():
         return "claim holds non-ASCII characters"
@@ -133,7 +147,11 @@ def claim_headers(
             notes.append(f"{mapping.header}: {why}")
             continue
         why_unsafe = unsafe_reason(text)
-        if unsafe is UnsafeValues.ENCODE and (why_unsafe or "%" in text):
+        if (
+            unsafe is UnsafeValues.ENCODE
+            and why_unsafe != INVALID_UNICODE
+            and (why_unsafe or "%" in text)
+        ):
             encoded = _encode(text)
             if encoded is not None:
                 to_set.append((mapping.header, encoded))
