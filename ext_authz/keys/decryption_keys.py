@@ -17,6 +17,7 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
+from ext_authz.keys.weak_rsa import is_roca_modulus
 from ext_authz.policy.schema import KEY_MANAGEMENT_ALGORITHMS
 
 MIN_RSA_BITS = 2048
@@ -149,9 +150,12 @@ def _parse_key(index: int, raw: object) -> DecryptionKey:
         if kty == "RSA":
             if "d" not in raw:
                 raise DecryptionKeyError(f"{where}: an RSA decryption key needs its private part")
-            size = _b64_int(raw.get("n")).bit_length()
+            modulus = _b64_int(raw.get("n"))
+            size = modulus.bit_length()
             if size < MIN_RSA_BITS:
                 raise DecryptionKeyError(f"{where}: RSA keys need at least {MIN_RSA_BITS} bits")
+            if is_roca_modulus(modulus):
+                raise DecryptionKeyError(f"{where}: RSA modulus from a weak generator (ROCA)")
             key = RSAKey.import_key(dict(raw))
         elif kty == "EC":
             if curve not in _EC_CURVES:

@@ -17,6 +17,7 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from ext_authz.keys.weak_rsa import is_roca_modulus
 from ext_authz.policy.schema import SIGNATURE_ALGORITHMS
 
 MIN_RSA_BITS = 2048
@@ -169,9 +170,12 @@ def _parse_key(raw: object) -> VerificationKey:
     key: JoseKey
     try:
         if kty == "RSA":
-            bits = _rsa_modulus_bits(raw.get("n"))
+            modulus = _rsa_modulus(raw.get("n"))
+            bits = modulus.bit_length()
             if bits < MIN_RSA_BITS:
                 raise _Skip(f"{label}: RSA key of {bits} bits is under {MIN_RSA_BITS}")
+            if is_roca_modulus(modulus):
+                raise _Skip(f"{label}: RSA modulus from a weak generator (ROCA, CVE-2017-15361)")
             key = RSAKey.import_key(dict(raw))
             curve = None
         elif kty == "EC":
@@ -202,8 +206,8 @@ def _parse_key(raw: object) -> VerificationKey:
     )
 
 
-def _rsa_modulus_bits(n: object) -> int:
-    """The modulus size, read before the key is imported (so weak keys never load)."""
+def _rsa_modulus(n: object) -> int:
+    """The modulus, read before the key is imported (so weak keys never load)."""
     if not isinstance(n, str) or not n or len(n) > 2048:
         raise _Skip("RSA key without a valid 'n'")
     if not _BASE64URL.fullmatch(n):
@@ -212,7 +216,7 @@ def _rsa_modulus_bits(n: object) -> int:
         raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
     except ValueError:
         raise _Skip("RSA key whose 'n' is not base64url") from None
-    return int.from_bytes(raw, "big").bit_length()
+    return int.from_bytes(raw, "big")
 
 
 def _drop_conflicting_kids(
