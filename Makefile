@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-fast demo bench envoy-configs image compose-up redis-server clean
+.PHONY: install lint test test-fast demo bench envoy-configs image compose-up redis-server fuzz clean
 
 install: $(STAMP)
 
@@ -30,6 +30,9 @@ redis-server:
 
 test-fast: install
 	$(PY) -m pytest -x -q
+
+fuzz: install
+	HYPOTHESIS_PROFILE=long timeout 3600 $(PY) -m pytest tests/test_fuzz.py -q
 
 demo: install
 	$(PY) -m ext_authz demo run

@@ -32,11 +32,14 @@ from ext_authz.tokens.verify import select_key, verify_signature
 log = logging.getLogger("ext_authz.authorizer")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Identity:
     issuer: IssuerPolicy
     claims: Mapping[str, Any]
     encrypted: bool = False
+
+    def __repr__(self) -> str:
+        return f"Identity(issuer={self.issuer.name!r}, encrypted={self.encrypted})"
 
     @property
     def subject(self) -> str | None:

@@ -27,6 +27,8 @@ class DenialReason(enum.Enum):
     # routing
     NO_ROUTE = "no_route"
     ROUTE_DENY = "route_deny"
+    # the request itself
+    REQUEST_INVALID = "request_invalid"
     # the credential in the request
     TOKEN_MISSING = "token_missing"
     AUTHORIZATION_MALFORMED = "authorization_malformed"
@@ -80,6 +82,7 @@ _CLASS_OF: dict[DenialReason, ErrorClass] = {
     DenialReason.ROUTE_DENY: ErrorClass.FORBIDDEN,
     DenialReason.TOKEN_MISSING: ErrorClass.NO_CREDENTIALS,
     DenialReason.AUTHORIZATION_NOT_BEARER: ErrorClass.NO_CREDENTIALS,
+    DenialReason.REQUEST_INVALID: ErrorClass.INVALID_REQUEST,
     DenialReason.AUTHORIZATION_MALFORMED: ErrorClass.INVALID_REQUEST,
     DenialReason.AUTHORIZATION_MULTIPLE: ErrorClass.INVALID_REQUEST,
     DenialReason.KEYS_UNAVAILABLE: ErrorClass.UNAVAILABLE,

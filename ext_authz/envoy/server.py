@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Allow, Decision, Deny
-from ext_authz.envoy.request import request_view
+from ext_authz.envoy.request import BadCheckRequest, request_view
 from ext_authz.envoy.response import check_response, http_status
 from ext_authz.errors import DenialReason
 
@@ -54,6 +54,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             view = request_view(request)
             request_id = view.request_id
             decision = self._authorizer.check(view)
+        except BadCheckRequest as bad:
+            decision = Deny(DenialReason.REQUEST_INVALID, self._realm, detail=str(bad))
         except Exception:
             log.exception("could not read the check request; denying")
             decision = Deny(DenialReason.INTERNAL_ERROR, self._realm)

@@ -19,7 +19,7 @@ from ext_authz.keys.jwks import VerificationKey
 from ext_authz.policy.model import IssuerPolicy, Policy
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class VerifiedToken:
     policy: Policy
     issuer: IssuerPolicy
@@ -27,6 +27,9 @@ class VerifiedToken:
     claims: Mapping[str, Any]
     valid_until: float  # wall clock
     encrypted: bool = False
+
+    def __repr__(self) -> str:
+        return f"VerifiedToken(issuer={self.issuer.name!r}, valid_until={self.valid_until})"
 
 
 class VerifiedTokenCache:

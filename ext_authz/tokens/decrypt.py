@@ -32,6 +32,7 @@ _IV_BYTES = {"A128GCM": 12, "A256GCM": 12, "A128CBC-HS256": 16, "A256CBC-HS512":
 _TAG_BYTES = {"A128GCM": 16, "A256GCM": 16, "A128CBC-HS256": 16, "A256CBC-HS512": 32}
 _CEK_BYTES = {"A128GCM": 16, "A256GCM": 32, "A128CBC-HS256": 32, "A256CBC-HS512": 64}
 _NO_ENCRYPTED_KEY = frozenset({"dir", "ECDH-ES"})
+_NAME = re.compile(r"[A-Za-z0-9_+-]{1,32}")
 _NESTED_CTY = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _COMPACT_JWE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){4}")
@@ -118,14 +119,16 @@ def _check_header(header: dict[str, Any], config: DecryptionConfig) -> tuple[str
     enc = header.get("enc")
     if not isinstance(alg, str) or not isinstance(enc, str):
         raise Denied(DenialReason.TOKEN_HEADER_INVALID, "'alg' and 'enc' must be strings")
+    if not _NAME.fullmatch(alg) or not _NAME.fullmatch(enc):
+        raise Denied(DenialReason.TOKEN_HEADER_INVALID, "'alg' or 'enc' is not an algorithm name")
     if "crit" in header:
         raise Denied(DenialReason.TOKEN_CRIT_UNSUPPORTED)
     if "zip" in header:
         raise Denied(DenialReason.TOKEN_COMPRESSED, "compressed plaintext is refused")
     if alg not in config.algorithms:
-        raise Denied(DenialReason.ENCRYPTION_NOT_ALLOWED, f"alg {alg[:32]}")
+        raise Denied(DenialReason.ENCRYPTION_NOT_ALLOWED, f"alg {alg}")
     if enc not in config.encryptions:
-        raise Denied(DenialReason.ENCRYPTION_NOT_ALLOWED, f"enc {enc[:32]}")
+        raise Denied(DenialReason.ENCRYPTION_NOT_ALLOWED, f"enc {enc}")
     kid = header.get("kid")
     if kid is not None and not isinstance(kid, str):
         raise Denied(DenialReason.TOKEN_HEADER_INVALID, "'kid' is not a string")
