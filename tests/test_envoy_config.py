@@ -28,6 +28,7 @@ from ext_authz.envoy.config import (
     main,
     render_envoy_config,
 )
+from tests.support.pki import make_pki
 from tests.support.processes import envoy_binary, free_port, start_envoy
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,7 +102,16 @@ def test_checked_in_file_is_rendered_from_its_profile(profile: EnvoyProfile) -> 
 @pytest.mark.parametrize("profile", ALL_PROFILES)
 def test_envoy_validates_every_checked_in_config(profile: EnvoyProfile, tmp_path: Path) -> None:
     config = tmp_path / "envoy.yaml"
-    config.write_text(_envoy_yaml(profile), encoding="utf-8")
+    text = _envoy_yaml(profile)
+    tls = profile.params.ext_authz_tls
+    if tls is not None:  # Envoy opens the files: point them at real ones
+        pki = make_pki(tmp_path)
+        (tmp_path / "envoy.pem").write_bytes(pki.client_cert)
+        (tmp_path / "envoy.key").write_bytes(pki.client_key)
+        for path, real in ((tls.ca, pki.ca), (tls.cert, "envoy.pem"), (tls.key, "envoy.key")):
+            assert path is not None
+            text = text.replace(path, str(tmp_path / real))
+    config.write_text(text, encoding="utf-8")
     result = subprocess.run(
         [envoy_binary(), "--mode", "validate", "-c", str(config)],
         capture_output=True,

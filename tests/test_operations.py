@@ -5,28 +5,22 @@ Every test runs the real server as a subprocess on loopback ports chosen at run 
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import re
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from ext_authz.demo.run import wait_for_grpc_serving
 from tests.support.grpc_check import CheckClient
 from tests.support.jwks_server import jwks_server
+from tests.support.pki import Pki, make_pki
 from tests.support.processes import ChildProcess, free_port, running
 from tests.support.tokens import CORP, ROGUE_RSA, policy_yaml, public_jwk
 from tests.support.tokens import mint_live as mint
@@ -159,78 +153,9 @@ def test_policy_edit_changes_decisions_and_a_broken_edit_changes_nothing(
 # --- TLS and mTLS ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Pki:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: bytes
-    client_key: bytes
-    ca_pem: bytes
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _issue(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    ca_key: ec.EllipticCurvePrivateKey,
-    *,
-    ca: bool = False,
-    server: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name("test-ca"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-    return builder.sign(ca_key, hashes.SHA256())
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    tmp = tmp_path_factory.mktemp("pki")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = _issue("test-ca", ca_key, ca_key, ca=True)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _issue("localhost", server_key, ca_key, server=True)
-    client_key = ec.generate_private_key(ec.SECP256R1())
-    client_cert = _issue("envoy", client_key, ca_key)
-    pem = serialization.Encoding.PEM
-    (tmp / "ca.pem").write_bytes(ca_cert.public_bytes(pem))
-    (tmp / "server.pem").write_bytes(server_cert.public_bytes(pem))
-    (tmp / "server.key").write_bytes(_pem_key(server_key))
-    return Pki(
-        ca=tmp / "ca.pem",
-        server_cert=tmp / "server.pem",
-        server_key=tmp / "server.key",
-        client_cert=client_cert.public_bytes(pem),
-        client_key=_pem_key(client_key),
-        ca_pem=ca_cert.public_bytes(pem),
-    )
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
@@ -350,3 +275,54 @@ def test_sigterm_under_load_loses_no_in_flight_check(tmp_path: Path) -> None:
                 thread.join(timeout=20)
             assert server.proc.wait(timeout=20) == 0
         assert results == [200] * 20
+
+
+def test_envoy_talks_mtls_to_the_server(static_policy: Path, pki: Pki, tmp_path: Path) -> None:
+    """The Envoy side of mTLS, rendered by the same config code as every Envoy config:
+    with its client certificate checks go through; without one, Envoy fails closed."""
+    from ext_authz.demo.upstream import serve_upstream
+    from ext_authz.envoy.config import EnvoyParams, UpstreamTls
+    from tests.support.processes import start_envoy
+
+    (tmp_path / "envoy.pem").write_bytes(pki.client_cert)
+    (tmp_path / "envoy.key").write_bytes(pki.client_key)
+    cmd, port = _tls_server(static_policy, pki, mtls=True)
+    upstream = serve_upstream("127.0.0.1", 0)
+    try:
+        with running(cmd, name="ext-authz") as server:
+            with_cert = grpc.ssl_channel_credentials(
+                root_certificates=pki.ca_pem,
+                private_key=pki.client_key,
+                certificate_chain=pki.client_cert,
+            )
+            _wait_tls(port, with_cert, server)
+            for tls, expected in (
+                (
+                    UpstreamTls(
+                        str(pki.ca),
+                        str(tmp_path / "envoy.pem"),
+                        str(tmp_path / "envoy.key"),
+                        "localhost",
+                    ),
+                    200,
+                ),
+                (UpstreamTls(str(pki.ca), sni="localhost"), 503),
+            ):
+                params = EnvoyParams(
+                    listen_port=free_port(),
+                    admin_port=free_port(),
+                    ext_authz_port=port,
+                    ext_authz_tls=tls,
+                    upstream_port=upstream.server_address[1],
+                )
+                with start_envoy(params, tmp_path) as envoy:
+                    response = httpx.get(
+                        envoy.url("/api/orders"),
+                        headers={"authorization": f"Bearer {mint(CORP)}"},
+                        trust_env=False,
+                        timeout=10,
+                    )
+                    assert response.status_code == expected, response.text
+    finally:
+        upstream.shutdown()
+        upstream.server_close()

@@ -35,6 +35,9 @@ _EXT_AUTHZ_PER_ROUTE_TYPE = (
     "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"
 )
 _ROUTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+_UPSTREAM_TLS_TYPE = (
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+)
 _HTTP_PROTOCOL_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 _HTTP_PROTOCOL_OPTIONS_TYPE = f"type.googleapis.com/{_HTTP_PROTOCOL_OPTIONS_KEY}"
 _DOWNSTREAM_CONNECTIONS_MONITOR = "envoy.resource_monitors.global_downstream_max_connections"
@@ -45,6 +48,35 @@ _DOWNSTREAM_CONNECTIONS_TYPE = (
 
 COMPOSE_EXT_AUTHZ_HOST = "ext-authz"
 COMPOSE_UPSTREAM_HOST = "upstream"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTls:
+    """TLS from Envoy to our server: the CA that signed the server's certificate and,
+    for mTLS, Envoy's own client certificate and key (file paths as Envoy sees them)."""
+
+    ca: str
+    cert: str | None = None
+    key: str | None = None
+    sni: str = "ext-authz"
+
+    def transport_socket(self) -> dict[str, Any]:
+        context: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": self.ca}}}
+        if self.cert is not None and self.key is not None:
+            context["tls_certificates"] = [
+                {
+                    "certificate_chain": {"filename": self.cert},
+                    "private_key": {"filename": self.key},
+                }
+            ]
+        return {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": _UPSTREAM_TLS_TYPE,
+                "sni": self.sni,
+                "common_tls_context": context,
+            },
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +97,7 @@ class EnvoyParams:
     ext_authz_port: int = 9001
     ext_authz_extra_ports: tuple[int, ...] = ()
     ext_authz_dns: bool = False
+    ext_authz_tls: UpstreamTls | None = None
     upstream_address: str = "127.0.0.1"
     upstream_port: int = 9200
     upstream_dns: bool = False
@@ -253,6 +286,8 @@ def envoy_config_dict(params: EnvoyParams) -> dict[str, Any]:
         connect_timeout=params.connect_timeout,
         http2=True,
     )
+    if params.ext_authz_tls is not None:
+        ext_authz["transport_socket"] = params.ext_authz_tls.transport_socket()
     ext_authz["health_checks"] = [
         {
             "timeout": _duration(params.health_check_timeout),
@@ -424,6 +459,20 @@ PROFILES: dict[str, EnvoyProfile] = {
             params=_COMPOSE,
             out="config/envoy.yaml",
             summary="docker-compose.yml: Compose service names, STRICT_DNS clusters",
+        ),
+        EnvoyProfile(
+            name="compose-tls",
+            params=replace(
+                _COMPOSE,
+                ext_authz_tls=UpstreamTls(
+                    ca="/etc/envoy/tls/ca.pem",
+                    cert="/etc/envoy/tls/envoy.pem",
+                    key="/etc/envoy/tls/envoy.key",
+                    sni=COMPOSE_EXT_AUTHZ_HOST,
+                ),
+            ),
+            out="config/envoy.tls.yaml",
+            summary="like compose, with mTLS to the server (ext-authz serve --tls-*)",
         ),
         EnvoyProfile(
             name="compose-shared-keys",
