@@ -150,7 +150,9 @@ def write_policy(directory: Path, *issuers: BenchIssuer) -> Path:
     return path
 
 
-def request_headers(token: str, request_id: str = "4c1f0a6e-2d9b-4f57-9f0e-5b7a3c2d1e00") -> dict[str, str]:
+def request_headers(
+    token: str, request_id: str = "4c1f0a6e-2d9b-4f57-9f0e-5b7a3c2d1e00"
+) -> dict[str, str]:
     """About ten headers, as Envoy forwards them (lower-case names, pseudo-headers too)."""
     return {
         ":authority": HOST,

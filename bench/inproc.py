@@ -8,8 +8,11 @@ the same run.
 from __future__ import annotations
 
 import base64
+import cProfile
 import logging
 import os
+import pstats
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +38,7 @@ from ext_authz.envoy.server import AuthorizationService, log_decision
 from ext_authz.keys.jwks import KeySet
 from ext_authz.keys.store import StaticKeys
 from ext_authz.log import JsonFormatter
+from ext_authz.policy.claim_headers import MAX_HEADER_VALUE_BYTES, claim_headers, unsafe_reason
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.request import RequestView
@@ -274,7 +278,9 @@ def measure_algorithm(
     return rows
 
 
-def measure_edge(token: str, policy: Policy, settings: Settings, logs: _DecisionLogging) -> list[Row]:
+def measure_edge(
+    token: str, policy: Policy, settings: Settings, logs: _DecisionLogging
+) -> list[Row]:
     """What the gRPC edge does around the pipeline, alone."""
     group = "edge"
     proto = check_request(token)
@@ -297,6 +303,24 @@ def measure_edge(token: str, policy: Policy, settings: Settings, logs: _Decision
         f"{len(wire)} bytes, upb",
     )
     add("request_view", lambda _i: request_view(proto), "proto → RequestView")
+    route = next(r for r in policy.routes if r.headers)
+    claims = _claims_of(token)
+    add(
+        "claim_headers",
+        lambda _i: claim_headers(route.headers, claims, policy.identity_headers),
+        f"{len(route.headers)} claims → headers, every seen-token check",
+    )
+    values = [str(claims.get("sub")), str(claims.get("email")), "tenant-corp"]
+    add(
+        "unsafe_reason, 3 values",
+        lambda _i: [unsafe_reason(v) for v in values],
+        "per-character generator scan",
+    )
+    add(
+        "same checks with a regex, 3 values (what-if)",
+        lambda _i: [_regex_unsafe(v) for v in values],
+        "precompiled regex + isascii + length",
+    )
     add("check_response (allow)", lambda _i: check_response(decision, "rid"), "3 headers set")
     add("serialize CheckResponse", lambda _i: response.SerializeToString(), "")
     logs.info()
@@ -310,23 +334,91 @@ def measure_edge(token: str, policy: Policy, settings: Settings, logs: _Decision
     return rows
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _regex_unsafe(text: str) -> bool:
+    return (
+        _CONTROL.search(text) is not None
+        or not text.isascii()
+        or len(text.encode("utf-8")) > MAX_HEADER_VALUE_BYTES
+    )
+
+
+def _claims_of(token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    return claims
+
+
+def cprofile_top(call: Callable[[int], object], calls: int, top: int = 14) -> list[dict[str, Any]]:
+    """cProfile's view of ``calls`` calls: the functions with the most own time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for i in range(calls):
+        call(i)
+    profiler.disable()
+    stats = pstats.Stats(profiler)
+    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(entry[2] for entry in table.values()) or 1.0
+    rows = []
+    for (filename, line, name), (_cc, ncalls, tottime, cumtime, _callers) in table.items():
+        short = filename.split("site-packages/")[-1].split("/work/main/")[-1]
+        short = short.split("lib/python3")[-1] if "/lib/python3" in short else short
+        rows.append(
+            {
+                "function": f"{name} ({short}:{line})",
+                "calls_per_check": ncalls / calls,
+                "own_share": tottime / total,
+                "cumulative_share": cumtime / total,
+            }
+        )
+    rows.sort(key=lambda r: r["own_share"], reverse=True)
+    return rows[:top]
+
+
+def profile_servicer(
+    issuer: BenchIssuer, policy: Policy, settings: Settings, logs: _DecisionLogging
+) -> dict[str, Any]:
+    """cProfile of the servicer Check for a seen token and for unique tokens, INFO log."""
+    clock = SystemClock()
+    keys = static_keys(policy)
+    seen = check_request(mint(issuer))
+    service = AuthorizationService(
+        Authorizer(lambda: policy, keys, clock, VerifiedTokenCache(clock)), policy.realm
+    )
+    count = max(200, settings.distinct)
+    unique = [check_request(t) for t in mint_distinct(issuer, count, prefix="cprofile")]
+    fresh = AuthorizationService(
+        Authorizer(lambda: policy, keys, clock, VerifiedTokenCache(clock)), policy.realm
+    )
+    logs.info()
+    try:
+        service.Check(seen, None)
+        return {
+            "seen": cprofile_top(lambda _i: service.Check(seen, None), 4 * count),
+            "unique": cprofile_top(lambda i: fresh.Check(unique[i], None), count),
+        }
+    finally:
+        logs.off()
+
+
 def run(issuers: Sequence[BenchIssuer], settings: Settings) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-inproc-") as tmp:
-        policy = compile_policy_text(
-            policy_text(*issuers), label="policy.yaml", base_dir=Path(tmp)
-        )
+        policy = compile_policy_text(policy_text(*issuers), label="policy.yaml", base_dir=Path(tmp))
     logs = _DecisionLogging()
     try:
         rows: list[Row] = []
         for issuer in issuers:
             rows += measure_algorithm(issuer, policy, settings, logs)
         rows += measure_edge(mint(issuers[0]), policy, settings, logs)
+        profile = profile_servicer(issuers[0], policy, settings, logs)
     finally:
         logs.restore()
     reference = next(r.us for r in rows if r.label == REFERENCE)
     return {
         "reference_label": REFERENCE,
         "reference_us": reference,
+        "cprofile": profile,
         "rows": [
             {
                 "group": r.group,

@@ -11,12 +11,8 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 def process_cpu_seconds(pid: int) -> float:
     """utime + stime of every thread of ``pid`` so far, in seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
-        text = handle.read()
-    # The command name may hold spaces and parentheses: fields start after the last ')'.
-    fields = text[text.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / _TICKS
+    user, system = process_cpu_split(pid)
+    return user + system
 
 
 def percentile(sorted_values: Sequence[float], fraction: float) -> float:
@@ -25,3 +21,26 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
         return 0.0
     rank = max(1, math.ceil(fraction * len(sorted_values)))
     return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+def process_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of every thread of ``pid`` so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+        text = handle.read()
+    # The command name may hold spaces and parentheses: fields start after the last ')'.
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) / _TICKS, int(fields[12]) / _TICKS
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary plus involuntary context switches of the live threads of ``pid``."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status", encoding="ascii") as handle:
+                for line in handle:
+                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return total

@@ -22,8 +22,8 @@ from typing import Any
 import grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from google.rpc import code_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1 import _async as health_async
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 SERVER_OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)]
 WORKERS = 16
@@ -51,9 +51,9 @@ class AioTrivialService(external_auth_pb2_grpc.AuthorizationServicer):  # type: 
         return self._ok
 
 
-def serve_sync(listen: str) -> int:
+def serve_sync(listen: str, workers: int = WORKERS) -> int:
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="trivial-check"),
+        futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trivial-check"),
         options=SERVER_OPTIONS,
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(TrivialService(), server)
@@ -100,9 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.trivial_server")
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     parser.add_argument("--mode", choices=["sync", "aio"], default="sync")
+    parser.add_argument("--workers", type=int, default=WORKERS, help="sync thread-pool size")
     args = parser.parse_args(argv)
     if args.mode == "sync":
-        return serve_sync(args.listen)
+        return serve_sync(args.listen, args.workers)
     return asyncio.run(_serve_aio(args.listen))
 
 

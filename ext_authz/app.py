@@ -30,7 +30,7 @@ log = logging.getLogger("ext_authz")
 class ServeOptions:
     config: Path
     listen: str
-    workers: int = 16
+    workers: int = 4
     grace: float = 10.0
     shutdown_delay: float = 1.0
     token_cache_size: int = 10_000
@@ -84,9 +84,10 @@ class PolicyHolder:
 class RuntimeHolder:
     """The live policy and its key manager; a reload swaps both in one assignment."""
 
-    def __init__(self, runtime: Runtime, manager: KeyManager) -> None:
+    def __init__(self, runtime: Runtime, manager: KeyManager, workers: int = 4) -> None:
         self.runtime = runtime
         self.manager = manager
+        self.workers = workers
         self._lock = threading.Lock()
 
     def __call__(self) -> Runtime:
@@ -108,7 +109,7 @@ class RuntimeHolder:
                     metrics.observe_reload(False)
                 return False
             old = self.manager
-            manager = start_keys(policy, metrics, inherit=old)
+            manager = start_keys(policy, metrics, inherit=old, workers=self.workers)
             self.runtime = Runtime(policy, manager)
             self.manager = manager
             old.stop()
@@ -121,7 +122,7 @@ class RuntimeHolder:
             return True
 
 
-def key_manager(metrics: Metrics | None) -> KeyManager:
+def key_manager(metrics: Metrics | None, workers: int = 4) -> KeyManager:
     on_event = None
     if metrics is not None:
         observe = metrics.observe_key_fetch
@@ -129,15 +130,20 @@ def key_manager(metrics: Metrics | None) -> KeyManager:
         def on_event(event: KeyEvent) -> None:
             observe(event.issuer, event.result)
 
-    return KeyManager(clock=SystemClock(), on_event=on_event)
+    return KeyManager(
+        clock=SystemClock(), on_event=on_event, max_refetch_waiters=max(1, workers - 1)
+    )
 
 
 def start_keys(
-    policy: Policy, metrics: Metrics | None, inherit: KeyManager | None = None
+    policy: Policy,
+    metrics: Metrics | None,
+    inherit: KeyManager | None = None,
+    workers: int = 4,
 ) -> KeyManager:
     """A started key manager for `policy`; issuers whose key source is unchanged keep
     the keys (and refresh schedule) `inherit` holds."""
-    manager = key_manager(metrics)
+    manager = key_manager(metrics, workers)
     manager.start(policy.issuers, inherit=inherit)
     manager.wait_ready()
     return manager
@@ -174,8 +180,8 @@ def serve(options: ServeOptions) -> int:
         return 1
     clock = SystemClock()
     metrics = Metrics() if options.metrics_listen else None
-    manager = key_manager(metrics)
-    holder = RuntimeHolder(Runtime(policy, manager), manager)
+    manager = key_manager(metrics, options.workers)
+    holder = RuntimeHolder(Runtime(policy, manager), manager, options.workers)
     cache = VerifiedTokenCache(clock, maxsize=options.token_cache_size)
     authorizer = Authorizer.over(holder, clock, cache)
     observers: list[DecisionObserver] = [log_decision]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -48,8 +49,71 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def configure(fmt: str = "json", level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+class BufferedStderrHandler(logging.Handler):
+    """Formats outside any lock and writes lines in batches: a check thread appends
+    one string, and a background thread writes what has gathered every `interval`
+    seconds (or sooner, past `batch` lines). Pending lines are written on flush and at
+    exit (logging's own shutdown flushes every handler)."""
+
+    def __init__(self, interval: float = 0.2, batch: int = 512) -> None:
+        super().__init__()
+        self._pending: list[str] = []
+        self._guard = threading.Lock()
+        self._batch = batch
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._run, args=(interval,), name="ext-authz-log", daemon=True
+        )
+        self._thread.start()
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        if not self.filter(record):
+            return False
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return False
+        with self._guard:
+            self._pending.append(line)
+            full = len(self._pending) >= self._batch
+        if full:
+            self._wake.set()
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:  # handle() does the work
+        self.handle(record)
+
+    def flush(self) -> None:
+        with self._guard:
+            lines, self._pending = self._pending, []
+        if lines:
+            try:
+                sys.stderr.write("\n".join(lines) + "\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self.flush()
+        super().close()
+
+    def _run(self, interval: float) -> None:
+        while not self._closed:
+            self._wake.wait(interval)
+            self._wake.clear()
+            self.flush()
+
+
+def configure(fmt: str = "json", level: str = "info", buffered: bool = False) -> None:
+    """Log to stderr. `buffered` batches writes (the server: one decision line per
+    check); commands that print a few lines write them at once."""
+    handler: logging.Handler = (
+        BufferedStderrHandler() if buffered else logging.StreamHandler(sys.stderr)
+    )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,9 +283,14 @@ def test_two_credentials_are_400_invalid_request(stack: Stack) -> None:
 def test_decision_log_names_reasons_and_never_tokens(stack: Stack) -> None:
     token = mint(CORP, scope="profile", sub="log-probe")
     assert stack.get("/api/orders", token).status_code == 403
-    lines = [json.loads(line) for line in stack.server.stderr_text(1_000_000).splitlines()]
-    decisions = [entry for entry in lines if entry.get("msg") == "decision"]
-    assert any(entry.get("reason") == "scope_missing" for entry in decisions)
+    deadline = time.monotonic() + 5  # log lines are written in batches, every 0.2 s
+    while True:
+        lines = [json.loads(line) for line in stack.server.stderr_text(1_000_000).splitlines()]
+        decisions = [entry for entry in lines if entry.get("msg") == "decision"]
+        if any(e.get("reason") == "scope_missing" for e in decisions):
+            break
+        assert time.monotonic() < deadline, "no scope_missing decision logged"
+        time.sleep(0.1)
     log_text = stack.server.stderr_text(1_000_000)
     for secret in (token, token.split(".")[2], token.split(".")[1], "log-probe"):
         assert secret not in log_text

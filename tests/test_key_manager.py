@@ -76,8 +76,15 @@ class Started:
         inherit: KeyManager | None = None,
         on_event: Callable[[KeyEvent], None] | None = None,
         backoff_cap: float = 60.0,
+        max_refetch_waiters: int | None = None,
     ) -> KeyManager:
-        manager = KeyManager(clock=clock, tick=TICK, on_event=on_event, backoff_cap=backoff_cap)
+        manager = KeyManager(
+            clock=clock,
+            tick=TICK,
+            on_event=on_event,
+            backoff_cap=backoff_cap,
+            max_refetch_waiters=max_refetch_waiters,
+        )
         self.managers.append(manager)
         manager.start(policy.issuers, inherit=inherit)
         assert manager.wait_ready(10)
@@ -369,6 +376,36 @@ def test_requests_waiting_on_a_refetch_all_get_its_result(
     ]
     with ThreadPoolExecutor(max_workers=20) as pool:
         assert set(pool.map(check, tokens)) == {"allow"}
+    assert server.count() == 2
+
+
+def test_refetch_waiters_are_capped_so_good_tokens_keep_a_thread(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    """With every check thread but one waiting on a slow refetch, further unknown-kid
+    requests are answered at once (no key) instead of taking the last thread."""
+    manager = start(make_policy(tmp_path, [corp_remote(server)]), clock, max_refetch_waiters=3)
+    server.behaviour.delay = 1.0
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def waiter() -> None:
+        answer = manager.refetch("corp")
+        with lock:
+            results.append(answer is not None)
+
+    waiting = [threading.Thread(target=waiter) for _ in range(3)]
+    for thread in waiting:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while manager._waiters < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    started = time.monotonic()
+    assert manager.refetch("corp") is None  # the fourth does not wait
+    assert time.monotonic() - started < 0.5
+    for thread in waiting:
+        thread.join()
+    assert results == [True, True, True]
     assert server.count() == 2
 
 

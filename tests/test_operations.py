@@ -247,7 +247,9 @@ def test_sigterm_under_load_loses_no_in_flight_check(tmp_path: Path) -> None:
         remote = re.sub(r"(?m)^    jwks: .*$", f"    jwks_uri: {idp.jwks_uri}", policy_yaml(CORP))
         policy.write_text(remote, encoding="utf-8")
         port = free_port()
-        with running(serve_cmd(policy, port), name="ext-authz") as server:
+        # enough check threads for all twenty to wait on the one refetch
+        cmd = serve_cmd(policy, port, "--workers", "24")
+        with running(cmd, name="ext-authz") as server:
             assert wait_for_grpc_serving("127.0.0.1", port, START, server)
             idp.behaviour.jwks = {"keys": [CORP.public_jwk(), rotated]}
             idp.behaviour.delay = 1.5

@@ -7,6 +7,8 @@ from typing import Any
 from ext_authz.request import RequestView
 
 MAX_HEADERS = 200
+# What the pipeline reads from the request headers (Envoy sends names lower-cased).
+_USED = ("authorization", "x-request-id", ":path", ":method", ":authority")
 
 
 class BadCheckRequest(ValueError):
@@ -24,12 +26,25 @@ def request_view(check_request: Any) -> RequestView:
             raise BadCheckRequest("too many headers")
         for entry in http.header_map.headers:
             name = entry.key.lower()
+            if name not in _USED:
+                continue
             value = entry.value or entry.raw_value.decode("utf-8", "replace")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
     else:
-        if len(http.headers) > MAX_HEADERS:
+        source = http.headers
+        if len(source) > MAX_HEADERS:
             raise BadCheckRequest("too many headers")
-        headers = {name.lower(): value for name, value in http.headers.items()}
+        # Only the headers the pipeline reads are copied out of the protobuf map.
+        for name in _USED:
+            value = source.get(name)
+            if value is not None:
+                headers[name] = value
+        if "authorization" not in headers:  # a sender that did not lower-case names
+            headers = {}
+            for name, value in source.items():
+                low = name.lower()
+                if low in _USED:
+                    headers[low] = f"{headers[low]},{value}" if low in headers else value
     path = http.path or headers.get(":path", "")
     path = path.split("?", 1)[0].split("#", 1)[0]
     method = http.method or headers.get(":method", "")

@@ -98,7 +98,7 @@ def build_server(
     listen: str,
     *,
     realm: str = "ext-authz",
-    workers: int = 16,
+    workers: int = 4,
     credentials: grpc.ServerCredentials | None = None,
     observers: Sequence[DecisionObserver] | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:

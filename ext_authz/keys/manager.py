@@ -139,7 +139,8 @@ class KeyManager:
     `on_event` is called (on the key thread) with a `KeyEvent` for every fetch result,
     including key sets taken from the shared cache or the disk; it must not block.
     `tick` bounds each sleep of the refresh loop: only useful with a clock that does not
-    move by itself (tests).
+    move by itself (tests). `max_refetch_waiters` caps how many request threads may wait
+    on refetches at once (the server keeps one check thread free for other tokens).
     """
 
     def __init__(
@@ -153,11 +154,14 @@ class KeyManager:
         backoff_cap: float = BACKOFF_CAP,
         cache_timeout: float = 1.0,
         cache_retry: float = 15.0,
+        max_refetch_waiters: int | None = None,
     ) -> None:
         self._fetcher = fetcher
         self._clock = clock or SystemClock()
         self._on_event = on_event
         self._tick = tick
+        self._max_waiters = max_refetch_waiters
+        self._waiters = 0
         self._backoff = (backoff_base, backoff_cap)
         self._cache_options = (cache_timeout, cache_retry)
         self._caches: dict[str, KeyCache] = {}
@@ -274,10 +278,19 @@ class KeyManager:
                     self._single_flight(state, _Why.REFETCH), self._loop
                 )
                 state.refetch_future = future
-        with contextlib.suppress(
-            concurrent.futures.TimeoutError, concurrent.futures.CancelledError
-        ):
-            future.result(timeout=state.policy.keys.fetch_timeout * 2 + 1)
+            if self._max_waiters is not None and self._waiters >= self._max_waiters:
+                # every other check thread is already waiting: answer now (unknown key)
+                # rather than let unknown kids take the last thread from good tokens
+                return None
+            self._waiters += 1
+        try:
+            with contextlib.suppress(
+                concurrent.futures.TimeoutError, concurrent.futures.CancelledError
+            ):
+                future.result(timeout=state.policy.keys.fetch_timeout * 2 + 1)
+        finally:
+            with self._lock:
+                self._waiters -= 1
         return self.current(issuer)
 
     def statuses(self) -> dict[str, IssuerKeys]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote
@@ -27,6 +28,7 @@ from ext_authz.tokens.claims import MISSING, lookup
 
 MAX_HEADER_VALUE_BYTES = 8 * 1024
 INVALID_UNICODE = "claim is not valid Unicode"
+_TOO_LONG = "claim is over the header size limit"
 
 
 class Unrenderable(ValueError):
@@ -96,18 +98,21 @@ def _is_json(value: Any) -> bool:
     return False
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def unsafe_reason(text: str) -> str | None:
-    if any((ord(ch) < 0x20 and ch != "\t") or ord(ch) == 0x7F for ch in text):
+    if _CONTROL.search(text) is not None:
         return "claim holds control characters"
+    if text.isascii():
+        return None if len(text) <= MAX_HEADER_VALUE_BYTES else _TOO_LONG
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:  # a lone surrogate, as cut-off UTF-16 text leaves
         return INVALID_UNICODE
     if size > MAX_HEADER_VALUE_BYTES:
-        return "claim is over the header size limit"
-    if not text.isascii():
-        return "claim holds non-ASCII characters"
-    return None
+        return _TOO_LONG
+    return "claim holds non-ASCII characters"
 
 
 def render(value: Any, encoding: str = "plain") -> str:
@@ -119,9 +124,15 @@ def render(value: Any, encoding: str = "plain") -> str:
     return text
 
 
-def _encode(text: str) -> str | None:
-    encoded = quote(text, safe="")
-    return encoded if len(encoded) <= MAX_HEADER_VALUE_BYTES else None
+def _encode(text: str) -> tuple[str | None, str]:
+    """The percent-encoded value, or None and why it cannot be sent."""
+    try:
+        encoded = quote(text, safe="")
+    except UnicodeEncodeError:
+        return None, INVALID_UNICODE
+    if len(encoded) > MAX_HEADER_VALUE_BYTES:
+        return None, "claim is over the header size limit once encoded"
+    return encoded, ""
 
 
 def claim_headers(
@@ -152,11 +163,11 @@ def claim_headers(
             and why_unsafe != INVALID_UNICODE
             and (why_unsafe or "%" in text)
         ):
-            encoded = _encode(text)
+            encoded, why_not = _encode(text)
             if encoded is not None:
                 to_set.append((mapping.header, encoded))
                 continue
-            why_unsafe = "claim is over the header size limit once encoded"
+            why_unsafe = why_not
         if why_unsafe is None:
             to_set.append((mapping.header, text))
         elif unsafe is UnsafeValues.DENY:

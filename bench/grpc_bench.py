@@ -1,0 +1,314 @@
+"""Measurement 2: server CPU per check through gRPC, for each server model and case.
+
+Every case has its own server process, all started up front. One client process
+(``bench.grpc_client``) runs the trials, interleaved in rounds so that drift on this
+shared machine hits every case alike, and divides each server's CPU time (utime +
+stime of all its threads, from /proc) by the number of checks of the trial.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.fixtures import BenchIssuer, mint, mint_distinct, write_policy
+from bench.procs import (
+    LOOPBACK,
+    BenchError,
+    Child,
+    child,
+    free_port,
+    python_env,
+    python_module,
+    wait_grpc_serving,
+)
+from bench.profile import RATE, profiled
+
+CLIENT_TIMEOUT = 420.0
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    model: str  # "sync" (grpcio thread pool) or "aio" (grpc.aio)
+    handler: str  # "trivial" or "real"
+    log_level: str  # the server's --log-level; decision lines are INFO
+    tokens: str  # "seen" or "unseen"
+    workers: int = 16  # thread-pool size of the sync servers
+
+    @property
+    def label(self) -> str:
+        pool = f", {self.workers} threads" if self.model == "sync" else ""
+        if self.handler == "trivial":
+            return f"{self.model}{pool}, trivial handler (answers OK)"
+        return f"{self.model}{pool}, real handler, {self.tokens} token, log {self.log_level}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int  # each case is measured once per round; rounds interleave the cases
+    seen_checks: int
+    unseen_checks: int
+    concurrency: int
+    warmup: int
+    cases: tuple[Case, ...]
+    profile_cases: tuple[str, ...]
+
+
+def _case(model: str, handler: str, level: str, tokens: str, workers: int = 16) -> Case:
+    name = f"{model}-{handler}" if handler == "trivial" else f"{model}-{tokens}-{level}"
+    if workers != 16:
+        name += f"-w{workers}"
+    return Case(name, model, handler, level, tokens, workers)
+
+
+ALL_CASES = (
+    _case("sync", "trivial", "warning", "seen"),
+    _case("aio", "trivial", "warning", "seen"),
+    _case("sync", "real", "info", "seen"),
+    _case("sync", "real", "warning", "seen"),
+    _case("aio", "real", "info", "seen"),
+    _case("aio", "real", "warning", "seen"),
+    _case("sync", "real", "info", "unseen"),
+    _case("sync", "real", "warning", "unseen"),
+    _case("aio", "real", "info", "unseen"),
+    _case("aio", "real", "warning", "unseen"),
+    _case("sync", "trivial", "warning", "seen", workers=2),
+    _case("sync", "real", "info", "seen", workers=2),
+    _case("sync", "real", "info", "unseen", workers=2),
+)
+QUICK_CASES = tuple(
+    c
+    for c in ALL_CASES
+    if c.name
+    in {
+        "sync-trivial",
+        "aio-trivial",
+        "sync-seen-info",
+        "sync-seen-warning",
+        "aio-seen-info",
+        "sync-unseen-info",
+        "aio-unseen-info",
+        "sync-seen-info-w2",
+    }
+)
+
+FULL = Settings(
+    rounds=5,
+    seen_checks=6_000,
+    unseen_checks=2_500,
+    concurrency=48,
+    warmup=400,
+    cases=ALL_CASES,
+    profile_cases=("sync-seen-info", "sync-unseen-info", "aio-seen-info", "sync-trivial"),
+)
+QUICK = Settings(
+    rounds=3,
+    seen_checks=2_500,
+    unseen_checks=1_000,
+    concurrency=48,
+    warmup=300,
+    cases=QUICK_CASES,
+    profile_cases=(),
+)
+
+
+def server_command(case: Case, policy: Path, port: int) -> list[str]:
+    listen = f"{LOOPBACK}:{port}"
+    if case.handler == "trivial":
+        return python_module(
+            "bench.trivial_server",
+            "--listen",
+            listen,
+            "--mode",
+            case.model,
+            "--workers",
+            str(case.workers),
+        )
+    if case.model == "sync":
+        return python_module(
+            "ext_authz",
+            "serve",
+            "--config",
+            str(policy),
+            "--listen",
+            listen,
+            "--log-level",
+            case.log_level,
+            "--workers",
+            str(case.workers),
+        )
+    return python_module(
+        "bench.aio_server",
+        "--config",
+        str(policy),
+        "--listen",
+        listen,
+        "--log-level",
+        case.log_level,
+    )
+
+
+def _write_tokens(path: Path, tokens: Sequence[str]) -> Path:
+    path.write_text("\n".join(tokens) + "\n", encoding="ascii")
+    return path
+
+
+@dataclass(frozen=True)
+class Trial:
+    case: Case
+    server: Child
+    port: int
+    tokens: Path
+
+    def plan_entry(self, settings: Settings) -> dict[str, Any]:
+        count = settings.seen_checks if self.case.tokens == "seen" else settings.unseen_checks
+        return {
+            "key": self.case.name,
+            "target": f"{LOOPBACK}:{self.port}",
+            "pid": self.server.pid,
+            "tokens": str(self.tokens),
+            "count": count,
+        }
+
+
+def _run_plan(
+    trials: Sequence[Trial], warmup: Path, settings: Settings, work: Path, name: str
+) -> list[dict[str, Any]]:
+    """One client process runs every trial in order; its progress goes to our stderr."""
+    plan = {
+        "concurrency": settings.concurrency,
+        "warmup": settings.warmup,
+        "warmup_tokens": str(warmup),
+        "trials": [t.plan_entry(settings) for t in trials],
+    }
+    plan_path = work / f"{name}.plan.json"
+    plan_path.write_text(json.dumps(plan), encoding="utf-8")
+    done = subprocess.run(
+        python_module("bench.grpc_client", "--plan", str(plan_path)),
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=CLIENT_TIMEOUT,
+        env=python_env(),
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"gRPC client failed with exit code {done.returncode}")
+    results: list[dict[str, Any]] = json.loads(done.stdout)
+    for trial, result in zip(trials, results, strict=True):
+        if not trial.server.alive():
+            raise BenchError(trial.server.describe())
+        count = trial.plan_entry(settings)["count"]
+        if result["ok"] != count:
+            raise BenchError(
+                f"{trial.case.name}: {result['ok']} of {count} checks allowed "
+                f"({result['denied']} denied, {result['errors']} errors)"
+            )
+    return results
+
+
+def _summary(case: Case, trials: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(key: str) -> float:
+        return float(statistics.median(t[key] for t in trials))
+
+    us = [t["server_us_per_check"] for t in trials]
+    return {
+        "name": case.name,
+        "label": case.label,
+        "model": case.model,
+        "handler": case.handler,
+        "log_level": case.log_level,
+        "tokens": case.tokens,
+        "workers": case.workers,
+        "checks": trials[0]["checks"],
+        "trials": len(trials),
+        "server_us": float(statistics.median(us)),
+        "server_us_min": min(us),
+        "server_us_max": max(us),
+        "server_user_us": med("server_user_us_per_check"),
+        "server_system_us": med("server_system_us_per_check"),
+        "server_cpu_share": med("server_cpu_share"),
+        "context_switches": med("context_switches_per_check"),
+        "client_us": med("client_us_per_check"),
+        "checks_per_s": med("checks_per_s"),
+        "p50_ms": med("p50_ms"),
+        "p99_ms": med("p99_ms"),
+        "raw": trials,
+    }
+
+
+def run(
+    issuer: BenchIssuer,
+    settings: Settings,
+    work: Path,
+    profile: bool,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    policy = write_policy(work, issuer)
+    seen = _write_tokens(work / "seen.txt", [mint(issuer)])
+    warmup = _write_tokens(work / "warmup.txt", mint_distinct(issuer, 50, prefix="warm"))
+    rounds = settings.rounds + (1 if profile else 0)
+    progress(f"  minting {rounds * settings.unseen_checks} distinct {issuer.alg} tokens")
+    unseen = [
+        _write_tokens(
+            work / f"unseen-{r}.txt",
+            mint_distinct(issuer, settings.unseen_checks, prefix=f"grpc-{r}"),
+        )
+        for r in range(rounds)
+    ]
+    trials: dict[str, list[dict[str, Any]]] = {c.name: [] for c in settings.cases}
+    profiles: list[dict[str, Any]] = []
+    with ExitStack() as stack:
+        servers: dict[str, tuple[Child, int]] = {}
+        for case in settings.cases:
+            port = free_port()
+            # Decision lines (INFO) go to /dev/null: the default-logging case.
+            stderr = None if case.log_level == "info" else work / f"{case.name}.stderr.log"
+            server = stack.enter_context(
+                child(case.name, server_command(case, policy, port), stderr)
+            )
+            servers[case.name] = (server, port)
+        for server, port in servers.values():
+            wait_grpc_serving(port, server)
+        cases = list(settings.cases)
+        plan: list[Trial] = []
+        for r in range(settings.rounds):
+            shift = r % len(cases)
+            for case in cases[shift:] + cases[:shift]:
+                server, port = servers[case.name]
+                tokens = seen if case.tokens == "seen" else unseen[r]
+                plan.append(Trial(case, server, port, tokens))
+        progress(f"  gRPC: {len(plan)} trials ({len(cases)} servers, {settings.rounds} rounds)")
+        for trial, result in zip(
+            plan, _run_plan(plan, warmup, settings, work, "rounds"), strict=True
+        ):
+            trials[trial.case.name].append(result)
+        if profile:
+            for name in settings.profile_cases:
+                case = next(c for c in cases if c.name == name)
+                progress(f"  gRPC profile (py-spy --gil): {case.label}")
+                server, port = servers[name]
+                tokens = seen if case.tokens == "seen" else unseen[-1]
+                one = Trial(case, server, port, tokens)
+                with profiled(server.pid, work / f"{name}.pyspy.txt") as sampled:
+                    (result,) = _run_plan([one], warmup, settings, work, f"profile-{name}")
+                summary = sampled.summary()
+                if "samples" in summary:
+                    # Sampling also covered client start-up and warm-up: rescale to the trial.
+                    busy = result["wall_s"] * (1 + settings.warmup / result["checks"])
+                    summary["gil_held_share"] = summary["samples"] / (RATE * busy)
+                result.update(name=case.name, label=case.label, profile=summary)
+                profiles.append(result)
+    return {
+        "alg": issuer.alg,
+        "concurrency": settings.concurrency,
+        "rounds": settings.rounds,
+        "results": [_summary(c, trials[c.name]) for c in settings.cases],
+        "profiles": profiles,
+    }
