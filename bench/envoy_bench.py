@@ -50,7 +50,7 @@ class Setup:
     server: str | None  # "real" (python -m ext_authz serve), "trivial", or None
     log_level: str = "info"
     description: str = ""
-    workers: int = 16
+    workers: int = 4
 
 
 SETUP_NONE = Setup("none", "none", None, description="Envoy, no auth filter (reference)")

@@ -61,9 +61,14 @@ class Settings:
     profile_cases: tuple[str, ...]
 
 
-def _case(model: str, handler: str, level: str, tokens: str, workers: int = 16) -> Case:
+SHIPPED_WORKERS = 4  # `ext-authz serve --workers` default
+
+
+def _case(
+    model: str, handler: str, level: str, tokens: str, workers: int = SHIPPED_WORKERS
+) -> Case:
     name = f"{model}-{handler}" if handler == "trivial" else f"{model}-{tokens}-{level}"
-    if workers != 16:
+    if workers != SHIPPED_WORKERS:
         name += f"-w{workers}"
     return Case(name, model, handler, level, tokens, workers)
 
@@ -82,6 +87,7 @@ ALL_CASES = (
     _case("sync", "trivial", "warning", "seen", workers=2),
     _case("sync", "real", "info", "seen", workers=2),
     _case("sync", "real", "info", "unseen", workers=2),
+    _case("sync", "real", "info", "seen", workers=16),
 )
 QUICK_CASES = tuple(
     c
