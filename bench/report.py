@@ -671,22 +671,22 @@ def suggestions(results: dict[str, Any]) -> list[str]:
         "background thread every 0.2 s, instead of a locked `write` + flush per check.",
         "- **Only the needed headers** are read out of the CheckRequest (`authorization`, "
         f"`x-request-id`): `request_view` {_inproc_us(inp, 'edge', 'request_view')} µs.",
+        "- **Decision lines built directly:** when the buffered JSON handler is the only "
+        "listener, the decision line is one `json.dumps` handed to it, with no `LogRecord` "
+        "(which walks the stack to find its caller) and no formatter.",
         "- **One precompiled regex** scans header values for control characters "
         f"(`unsafe_reason` {_inproc_us(inp, 'edge', 'unsafe_reason, 3 values')} µs for "
         "three values).",
         "",
         "Still open:",
         "",
-        "1. **A cheaper decision line:** build it with one `json.dumps`, without a "
-        "`LogRecord` and formatter (`log_decision` "
-        f"{_inproc_us(inp, 'edge', 'log_decision at INFO')} µs single-threaded).",
-        "2. **Memoise the allow response of a seen token** next to the verified-token cache "
+        "1. **Memoise the allow response of a seen token** next to the verified-token cache "
         "entry, keyed by token and route, so a hit skips `claim_headers` and "
         f"`check_response` ({_inproc_us(inp, 'edge', 'check_response (allow)')} µs).",
-        "3. **Scale out in processes** where cores allow (several servers on one port, "
+        "2. **Scale out in processes** where cores allow (several servers on one port, "
         "Envoy opening several connections). It does not lower CPU per check and does not "
         "help on a 2-core machine where Envoy and the load generator need the other core.",
-        "4. **For the 0.5× target, move per-request work out of Python:** even a handler "
+        "3. **For the 0.5× target, move per-request work out of Python:** even a handler "
         "that does nothing leaves grpcio near the target's CPU budget here. Options: let "
         "Envoy's jwt_authn verify plain JWS and pass the payload to ext_authz "
         "(`payload_in_metadata` + `metadata_context_namespaces`), keeping this server for "

@@ -85,6 +85,14 @@ class BufferedStderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:  # handle() does the work
         self.handle(record)
 
+    def write_line(self, line: str) -> None:
+        """Queue a line that is already formatted."""
+        with self._guard:
+            self._pending.append(line)
+            full = len(self._pending) >= self._batch
+        if full:
+            self._wake.set()
+
     def flush(self) -> None:
         with self._guard:
             lines, self._pending = self._pending, []
@@ -108,6 +116,23 @@ class BufferedStderrHandler(logging.Handler):
             self.flush()
 
 
+_direct: BufferedStderrHandler | None = None
+
+
+def direct_json_sink(logger: logging.Logger) -> BufferedStderrHandler | None:
+    """The buffered JSON handler when it is the only place `logger`'s INFO lines go, so
+    a hot path may hand it a ready JSON line instead of building a `LogRecord` (which
+    walks the stack to find its caller). None whenever anything else listens (tests)."""
+    sink = _direct
+    if sink is None or logger.handlers or logging.getLogger().handlers != [sink]:
+        return None
+    return sink if logger.isEnabledFor(logging.INFO) else None
+
+
+def timestamp(now: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
 def configure(fmt: str = "json", level: str = "info", buffered: bool = False) -> None:
     """Log to stderr. `buffered` batches writes (the server: one decision line per
     check); commands that print a few lines write them at once."""
@@ -115,6 +140,8 @@ def configure(fmt: str = "json", level: str = "info", buffered: bool = False) ->
         BufferedStderrHandler() if buffered else logging.StreamHandler(sys.stderr)
     )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    global _direct
+    _direct = handler if isinstance(handler, BufferedStderrHandler) and fmt == "json" else None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

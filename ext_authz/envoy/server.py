@@ -7,6 +7,7 @@ snapshots, while key fetching runs on the key manager's own asyncio loop.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -23,6 +24,7 @@ from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.envoy.request import BadCheckRequest, request_view
 from ext_authz.envoy.response import check_response, http_status
 from ext_authz.errors import DenialReason
+from ext_authz.log import direct_json_sink, timestamp
 
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 
@@ -70,7 +72,8 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
 
 
 def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:
-    if not decision_log.isEnabledFor(logging.INFO):
+    sink = direct_json_sink(decision_log)
+    if sink is None and not decision_log.isEnabledFor(logging.INFO):
         return
     fields: dict[str, Any] = {
         "decision_id": decision_id,
@@ -90,6 +93,12 @@ def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:
         fields.update(result="deny", status=http_status(decision), reason=decision.reason.value)
         if decision.detail:
             fields["detail"] = decision.detail
+    if sink is not None:  # the same JSON line the formatter would write, built directly
+        now = time.time()
+        line = {"ts": timestamp(now), "level": "info", "logger": decision_log.name}
+        line["msg"] = "decision"
+        sink.write_line(json.dumps({**line, **fields}, default=str, separators=(",", ":")))
+        return
     decision_log.info("decision", extra=fields)
 
 

@@ -1,0 +1,89 @@
+"""The server's logging: batched JSON lines, and the direct path for decision lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from ext_authz.decision import Allow, Deny
+from ext_authz.envoy.server import log_decision
+from ext_authz.errors import DenialReason
+from ext_authz.log import BufferedStderrHandler, JsonFormatter, configure, direct_json_sink
+
+
+@pytest.fixture
+def server_logging() -> Iterator[BufferedStderrHandler]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure("json", "info", buffered=True)
+    (handler,) = root.handlers
+    assert isinstance(handler, BufferedStderrHandler)
+    try:
+        yield handler
+    finally:
+        handler.close()
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_decision_lines_skip_log_records_but_look_the_same(
+    server_logging: BufferedStderrHandler, capsys: pytest.CaptureFixture[str]
+) -> None:
+    decision_log = logging.getLogger("ext_authz.decision")
+    root = logging.getLogger()
+    listening = root.handlers[:]  # pytest's own capture handler listens during a test
+    root.handlers[:] = [server_logging]
+    try:
+        assert direct_json_sink(decision_log) is server_logging
+        _log_two(decision_log)
+    finally:
+        root.handlers[:] = listening
+    # the same fields through the ordinary formatter, for comparison
+    record = decision_log.makeRecord(
+        decision_log.name,
+        logging.INFO,
+        __file__,
+        1,
+        "decision",
+        (),
+        None,
+        extra={"decision_id": "id-3", "route": "orders"},
+    )
+    formatted = json.loads(JsonFormatter().format(record))
+    server_logging.flush()
+    deny, allow = lines(capsys.readouterr().err)
+    assert deny["reason"] == "scope_missing" and deny["status"] == 403
+    assert deny["decision_id"] == "id-1" and deny["detail"] == "x"
+    assert allow["result"] == "allow" and allow["subject"] == "s"
+    assert set(formatted) - {"decision_id", "route"} <= set(deny)
+    assert deny["logger"] == formatted["logger"] == "ext_authz.decision"
+
+
+def _log_two(decision_log: logging.Logger) -> None:
+    log_decision(Deny(DenialReason.SCOPE_MISSING, "r", route="orders", detail="x"), "id-1", 0.001)
+    log_decision(Allow("orders", issuer="corp", subject="s", log_subject=True), "id-2", 0.002)
+
+
+def test_no_direct_path_when_anything_else_listens(
+    server_logging: BufferedStderrHandler, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    assert direct_json_sink(logging.getLogger("ext_authz.decision")) is None
+    log_decision(Deny(DenialReason.NO_ROUTE, "r"), "id", 0.0)
+    assert [getattr(r, "reason", None) for r in caplog.records] == ["no_route"]
+
+
+def test_lines_are_written_in_batches_and_on_flush(
+    server_logging: BufferedStderrHandler, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logging.getLogger("ext_authz.test").info("hello", extra={"n": 1})
+    server_logging.flush()
+    (line,) = lines(capsys.readouterr().err)
+    assert line["msg"] == "hello" and line["n"] == 1
