@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="validate a policy file")
     check.add_argument("config", type=Path)
+    commands.add_parser("schema", help="print the JSON Schema of the policy file")
 
     explain = commands.add_parser(
         "explain", help="show the decision for one request and why (exit 0 allow, 1 deny)"
@@ -134,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.command == "check-config":
         return check_config(args.config)
+    if args.command == "schema":
+        import json
+
+        from ext_authz.policy.schema import policy_json_schema
+
+        print(json.dumps(policy_json_schema(), indent=2, sort_keys=True))
+        return 0
     if args.command == "explain":
         return _explain(args)
     if args.command == "health":

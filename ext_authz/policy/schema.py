@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
 
@@ -48,7 +48,18 @@ def parse_duration(value: object) -> object:
     raise ValueError("a duration is a number of seconds or a string like 30s, 10m, 24h")
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+_DURATION_JSON: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": _DURATION.pattern},
+    ]
+}
+Duration = Annotated[
+    float, BeforeValidator(parse_duration), Field(ge=0), WithJsonSchema(_DURATION_JSON)
+]
+FetchTimeout = Annotated[
+    float, BeforeValidator(parse_duration), Field(gt=0, le=60), WithJsonSchema(_DURATION_JSON)
+]
 SignatureAlgorithm = Literal[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"
 ]
@@ -81,7 +92,7 @@ class KeysSettingsModel(_Strict):
     max_ttl: Duration = 86400.0
     refetch_cooldown: Duration = 30.0
     max_stale: Duration = 86400.0
-    fetch_timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=60)] = 5.0
+    fetch_timeout: FetchTimeout = 5.0
     max_jwks_bytes: Annotated[int, Field(gt=0, le=4 * 1024 * 1024)] = 256 * 1024
     cache: NonEmptyStr = "memory"
     cache_dir: NonEmptyStr | None = None
@@ -104,9 +115,7 @@ class KeysOverrideModel(_Strict):
     max_ttl: Duration | None = None
     refetch_cooldown: Duration | None = None
     max_stale: Duration | None = None
-    fetch_timeout: Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=60)] | None = (
-        None
-    )
+    fetch_timeout: FetchTimeout | None = None
     max_jwks_bytes: Annotated[int, Field(gt=0, le=4 * 1024 * 1024)] | None = None
 
 
@@ -243,3 +252,20 @@ class PolicyModel(_Strict):
     keys: KeysSettingsModel = Field(default_factory=KeysSettingsModel)
     decryption: DecryptionModel | None = None
     routes: list[dict[str, Any]] = Field(min_length=1)
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """A JSON Schema of the whole policy file, for editors and CI linters. The server
+    itself validates with the models above (which also check what a schema cannot:
+    regexes compile, references resolve, key files load)."""
+    schema = PolicyModel.model_json_schema()
+    definitions = schema.setdefault("$defs", {})
+    for model in (IssuerModel, RouteModel):
+        part = model.model_json_schema()
+        definitions.update(part.pop("$defs", {}))
+        definitions[model.__name__] = part
+    schema["properties"]["issuers"]["additionalProperties"] = {"$ref": "#/$defs/IssuerModel"}
+    schema["properties"]["routes"]["items"] = {"$ref": "#/$defs/RouteModel"}
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "ext-authz policy"
+    return schema
