@@ -241,7 +241,7 @@ def serve(options: ServeOptions) -> int:
     files = watched_files(policy)
     stamp = _stamp(files)
     poll = options.reload_interval if options.reload_interval > 0 else 1.0
-    while not stopping.wait(poll if options.reload_interval > 0 else 1.0):
+    while not stopping.wait(poll):
         changed = False
         if options.reload_interval > 0:
             current = _stamp(files)

@@ -150,7 +150,7 @@ def _parse_key(index: int, raw: object) -> DecryptionKey:
         if kty == "RSA":
             if "d" not in raw:
                 raise DecryptionKeyError(f"{where}: an RSA decryption key needs its private part")
-            modulus = _b64_int(raw.get("n"))
+            modulus = int.from_bytes(_b64_bytes(raw.get("n")), "big")
             size = modulus.bit_length()
             if size < MIN_RSA_BITS:
                 raise DecryptionKeyError(f"{where}: RSA keys need at least {MIN_RSA_BITS} bits")
@@ -170,7 +170,7 @@ def _parse_key(index: int, raw: object) -> DecryptionKey:
                 raise DecryptionKeyError(f"{where}: an OKP decryption key needs its private part")
             key = OKPKey.import_key(dict(raw))
         elif kty == "oct":
-            size = _b64_len(raw.get("k"))
+            size = len(_b64_bytes(raw.get("k")))
             if size not in _OCT_BYTES:
                 raise DecryptionKeyError(f"{where}: symmetric keys are 16, 32 or 64 bytes")
             key = OctKey.import_key(dict(raw))
@@ -189,20 +189,10 @@ def _parse_key(index: int, raw: object) -> DecryptionKey:
     return decryption_key
 
 
-def _b64_int(value: object) -> int:
+def _b64_bytes(value: object) -> bytes:
     if not isinstance(value, str) or len(value) > 4096:
         raise DecryptionKeyError("key member is not base64url")
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except ValueError:
-        raise DecryptionKeyError("key member is not base64url") from None
-    return int.from_bytes(raw, "big")
-
-
-def _b64_len(value: object) -> int:
-    if not isinstance(value, str) or len(value) > 4096:
-        raise DecryptionKeyError("key member is not base64url")
-    try:
-        return len(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except ValueError:
         raise DecryptionKeyError("key member is not base64url") from None

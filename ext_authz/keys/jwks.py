@@ -19,6 +19,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from ext_authz.keys.weak_rsa import is_roca_modulus
 from ext_authz.policy.schema import SIGNATURE_ALGORITHMS
+from ext_authz.strict_json import unique_members
 
 MIN_RSA_BITS = 2048
 MAX_KEYS = 100
@@ -138,7 +139,7 @@ def parse_jwks(document: object) -> ParsedKeySet:
 
 def parse_jwks_bytes(data: bytes) -> ParsedKeySet:
     try:
-        document = json.loads(data, object_pairs_hook=_unique_members)
+        document = json.loads(data, object_pairs_hook=unique_members)
     except (ValueError, UnicodeDecodeError) as exc:
         raise JwksError(f"not valid JSON: {_short(exc)}") from None
     return parse_jwks(document)
@@ -243,15 +244,6 @@ def _drop_conflicting_kids(
         seen.add(ident)
         kept.append((key, raw))
     return kept, notes
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise ValueError(f"duplicate member {name[:40]!r}")
-        result[name] = value
-    return result
 
 
 def _short(exc: Exception) -> str:

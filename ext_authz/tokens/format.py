@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ext_authz.errors import DenialReason, Denied
+from ext_authz.strict_json import DuplicateMember, no_constants, unique_members
 
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_HEADER_BYTES = 4 * 1024  # decoded protected header
@@ -106,31 +107,14 @@ def b64url_decode(segment: str, what: str) -> bytes:
     return raw
 
 
-class _DuplicateMember(ValueError):
-    pass
-
-
-def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in result:
-            raise _DuplicateMember(name)
-        result[name] = value
-    return result
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def decode_json_object(raw: bytes, reason: DenialReason, what: str) -> dict[str, Any]:
     try:
         value = json.loads(
             raw.decode("utf-8"),
-            object_pairs_hook=_unique_members,
-            parse_constant=_no_constants,
+            object_pairs_hook=unique_members,
+            parse_constant=no_constants,
         )
-    except _DuplicateMember:
+    except DuplicateMember:
         raise Denied(DenialReason.TOKEN_DUPLICATE_MEMBER, f"{what} repeats a member") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise Denied(reason, f"{what} is not UTF-8 JSON") from None
