@@ -32,3 +32,13 @@ class Deny:
 
 
 Decision = Allow | Deny
+
+
+def outcome(decision: Decision) -> tuple[str, DenialReason | None]:
+    """How a decision is reported: `allow`, `dry_run` (with the would-be reason) or
+    `deny` (with its reason). Logs and metrics both use this."""
+    if isinstance(decision, Allow):
+        if decision.dry_run is None:
+            return "allow", None
+        return "dry_run", decision.dry_run
+    return "deny", decision.reason

@@ -23,7 +23,13 @@ from ext_authz.policy.model import Access, IssuerPolicy, Policy, Route, RouteMat
 from ext_authz.policy.routes import host_matches, prefix_matches
 from ext_authz.policy.rules import claim_holds
 from ext_authz.request import RequestView
-from ext_authz.tokens.claims import check_audience, numeric_date, scopes_of
+from ext_authz.tokens.claims import (
+    check_audience,
+    check_expiry,
+    check_issued_at,
+    check_not_before,
+    scopes_of,
+)
 from ext_authz.tokens.credentials import bearer_token
 from ext_authz.tokens.decrypt import decrypt_token
 from ext_authz.tokens.format import parse_signed, segment_count
@@ -208,22 +214,26 @@ def _explain_token(
 
 
 def _explain_times(claims: Mapping[str, Any], issuer: IssuerPolicy, now: float, say: Any) -> None:
+    """The pipeline's own registered-claim checks, one at a time, with what they saw."""
     leeway = issuer.leeway
     try:
-        exp = numeric_date(claims, "exp")
-        if exp is None:
-            raise Denied(DenialReason.EXPIRATION_MISSING)
-        if now >= exp + leeway:
-            raise Denied(DenialReason.TOKEN_EXPIRED, f"expired {int(now - exp)}s ago")
+        try:
+            exp = check_expiry(claims, now, leeway)
+        except Denied as denied:
+            stamp = claims.get("exp")
+            if denied.reason is DenialReason.TOKEN_EXPIRED and isinstance(stamp, int | float):
+                raise Denied(denied.reason, f"expired {int(now - stamp)}s ago") from None
+            raise
         say(f"exp: ok (expires in {int(exp - now)}s, leeway {int(leeway)}s)")
-        nbf = numeric_date(claims, "nbf")
-        if nbf is not None and now + leeway < nbf:
-            raise Denied(DenialReason.TOKEN_NOT_YET_VALID, f"valid in {int(nbf - now)}s")
+        try:
+            nbf = check_not_before(claims, now, leeway)
+        except Denied as denied:
+            stamp = claims.get("nbf")
+            if denied.reason is DenialReason.TOKEN_NOT_YET_VALID and isinstance(stamp, int | float):
+                raise Denied(denied.reason, f"valid in {int(stamp - now)}s") from None
+            raise
         say("nbf: ok" if nbf is not None else "nbf: absent")
-        iat = numeric_date(claims, "iat")
-        if iat is not None and iat > now + leeway:
-            raise Denied(DenialReason.TOKEN_ISSUED_IN_FUTURE)
-        say("iat: ok" if iat is not None else "iat: absent")
+        say("iat: ok" if check_issued_at(claims, now, leeway) is not None else "iat: absent")
         if issuer.audiences is None:
             say("aud: not checked for this issuer")
         else:

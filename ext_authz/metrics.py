@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ext_authz import __version__
-from ext_authz.decision import Allow, Decision
+from ext_authz.decision import Decision, outcome
 from ext_authz.keys.store import IssuerKeys, KeyStatus
 from ext_authz.tokens.cache import VerifiedTokenCache
 
@@ -64,14 +64,8 @@ class Metrics:
         self._timers: dict[str, Any] = {}
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
-        if isinstance(decision, Allow):
-            if decision.dry_run is None:
-                result, reason = "allow", ""
-            else:
-                result, reason = "dry_run", decision.dry_run.value
-        else:
-            result, reason = "deny", decision.reason.value
-        key = (decision.route or NO_ROUTE, result, reason)
+        result, why = outcome(decision)
+        key = (decision.route or NO_ROUTE, result, why.value if why is not None else "")
         child = self._children.get(key)
         if child is None:
             child = self._children.setdefault(key, self.decisions.labels(*key))

@@ -20,7 +20,7 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.decision import Allow, Decision, Deny
+from ext_authz.decision import Allow, Decision, Deny, outcome
 from ext_authz.envoy.request import BadCheckRequest, request_view
 from ext_authz.envoy.response import check_response, http_status
 from ext_authz.errors import DenialReason
@@ -83,16 +83,16 @@ def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:
     }
     if decision.log_subject and decision.subject is not None:
         fields["subject"] = decision.subject
+    result, why = outcome(decision)
+    fields["result"] = result
+    fields["status"] = 200 if isinstance(decision, Allow) else http_status(decision)
+    if why is not None:
+        fields["reason"] = why.value
     if isinstance(decision, Allow):
-        fields.update(result="allow", status=200)
-        if decision.dry_run is not None:
-            fields.update(result="dry_run", reason=decision.dry_run.value)
         if decision.notes:
             fields["header_notes"] = list(decision.notes)
-    else:
-        fields.update(result="deny", status=http_status(decision), reason=decision.reason.value)
-        if decision.detail:
-            fields["detail"] = decision.detail
+    elif decision.detail:
+        fields["detail"] = decision.detail
     if sink is not None:  # the same JSON line the formatter would write, built directly
         now = time.time()
         line = {"ts": timestamp(now), "level": "info", "logger": decision_log.name}

@@ -35,20 +35,36 @@ def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
 def check_registered_claims(claims: Mapping[str, Any], issuer: IssuerPolicy, now: float) -> float:
     """Check `exp`, `nbf`, `iat` and `aud`; return `exp`."""
     leeway = issuer.leeway
+    exp = check_expiry(claims, now, leeway)
+    check_not_before(claims, now, leeway)
+    check_issued_at(claims, now, leeway)
+    if issuer.audiences is not None:
+        check_audience(claims, issuer.audiences)
+    return exp
+
+
+def check_expiry(claims: Mapping[str, Any], now: float, leeway: float) -> float:
+    """`exp` is required, and now must be before it (plus the leeway); returns it."""
     exp = numeric_date(claims, "exp")
     if exp is None:
         raise Denied(DenialReason.EXPIRATION_MISSING)
     if now >= exp + leeway:
         raise Denied(DenialReason.TOKEN_EXPIRED)
+    return exp
+
+
+def check_not_before(claims: Mapping[str, Any], now: float, leeway: float) -> float | None:
     nbf = numeric_date(claims, "nbf")
     if nbf is not None and now + leeway < nbf:
         raise Denied(DenialReason.TOKEN_NOT_YET_VALID)
+    return nbf
+
+
+def check_issued_at(claims: Mapping[str, Any], now: float, leeway: float) -> float | None:
     iat = numeric_date(claims, "iat")
     if iat is not None and iat > now + leeway:
         raise Denied(DenialReason.TOKEN_ISSUED_IN_FUTURE)
-    if issuer.audiences is not None:
-        check_audience(claims, issuer.audiences)
-    return exp
+    return iat
 
 
 def check_audience(claims: Mapping[str, Any], accepted: frozenset[str]) -> None:
