@@ -152,7 +152,10 @@ def test_the_scheduled_refresh_is_one_fetch_for_all_replicas(
 def test_random_kids_on_every_replica_cost_one_request_per_cooldown(
     tmp_path: Path, server: JwksServer, redis: RedisServer, replicas: Replicas
 ) -> None:
-    policy = shared_policy(tmp_path, server, redis.url, refetch_cooldown="5s")
+    # The shared cooldown lives in Redis and runs on real time: it must outlast the
+    # first two floods even on a loaded machine, hence 15 s, waited out below.
+    cooldown = 15.0
+    policy = shared_policy(tmp_path, server, redis.url, refetch_cooldown=f"{cooldown:.0f}s")
     clock = FixedClock(NOW)
     managers = replicas.start_together(policy, clock, 2)
     checks = [Checker(policy, m, clock) for m in managers]
@@ -170,14 +173,16 @@ def test_random_kids_on_every_replica_cost_one_request_per_cooldown(
         with ThreadPoolExecutor(max_workers=16) as pool:
             return set(pool.map(lambda i: checks[i % 2](tokens[i]), range(len(tokens))))
 
+    first_refetch = time.monotonic()
     assert flood(batches[0]) == {KEY_UNKNOWN}
     assert server.count() == 2  # start-up, then one refetch for both replicas
     # each replica's own cooldown has passed, the shared one (in Redis) has not
-    clock.advance(6)
+    clock.advance(cooldown + 1)
     assert flood(batches[1]) == {KEY_UNKNOWN}
+    assert time.monotonic() - first_refetch < cooldown, "the floods outlasted the cooldown"
     assert server.count() == 2
-    time.sleep(5.1)
-    clock.advance(6)
+    time.sleep(max(0.0, cooldown + 0.1 - (time.monotonic() - first_refetch)))
+    clock.advance(cooldown + 1)
     assert flood(batches[2]) == {KEY_UNKNOWN}
     assert server.count() == 3
 
