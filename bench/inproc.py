@@ -32,9 +32,10 @@ from bench.fixtures import AUDIENCE, BenchIssuer, check_request, mint, mint_dist
 from ext_authz.authorizer import Authorizer
 from ext_authz.clock import SystemClock
 from ext_authz.decision import Allow
+from ext_authz.decision_log import log_decision
 from ext_authz.envoy.request import request_view
 from ext_authz.envoy.response import check_response
-from ext_authz.envoy.server import AuthorizationService, log_decision
+from ext_authz.envoy.server import AuthorizationService
 from ext_authz.keys.jwks import KeySet
 from ext_authz.keys.store import StaticKeys
 from ext_authz.log import JsonFormatter

@@ -14,7 +14,8 @@ import grpc
 
 from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.clock import SystemClock
-from ext_authz.envoy.server import DecisionObserver, build_server, log_decision, set_serving
+from ext_authz.decision_log import DecisionObserver, log_decision
+from ext_authz.envoy.server import build_server, set_serving
 from ext_authz.keys.events import KeyEvent
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import IssuerKeys, KeyStatus

@@ -15,7 +15,7 @@ from typing import Any
 from ext_authz.authorizer import Authorizer
 from ext_authz.clock import Clock
 from ext_authz.decision import Allow, Decision, Deny
-from ext_authz.envoy.response import challenge, http_status
+from ext_authz.denial import challenge, http_status
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.store import KeyProvider
 from ext_authz.policy.claim_headers import claim_headers

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from ext_authz.decision import Allow, Deny
-from ext_authz.envoy.server import log_decision
+from ext_authz.decision_log import log_decision
 from ext_authz.errors import DenialReason
 from ext_authz.log import BufferedStderrHandler, JsonFormatter, configure, direct_json_sink
 

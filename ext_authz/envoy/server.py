@@ -7,11 +7,10 @@ snapshots, while key fetching runs on the key manager's own asyncio loop.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent import futures
 from typing import Any
 
@@ -20,19 +19,15 @@ from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.decision import Allow, Decision, Deny, outcome
+from ext_authz.decision import Decision, Deny
+from ext_authz.decision_log import DecisionObserver, log_decision
 from ext_authz.envoy.request import BadCheckRequest, request_view
-from ext_authz.envoy.response import check_response, http_status
+from ext_authz.envoy.response import check_response
 from ext_authz.errors import DenialReason
-from ext_authz.log import direct_json_sink, timestamp
 
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 
 log = logging.getLogger("ext_authz.server")
-decision_log = logging.getLogger("ext_authz.decision")
-
-
-DecisionObserver = Callable[[Decision, str, float], None]
 
 
 class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # type: ignore[misc]
@@ -69,37 +64,6 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             except Exception:
                 log.exception("decision observer failed")
         return check_response(decision, decision_id)
-
-
-def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:
-    sink = direct_json_sink(decision_log)
-    if sink is None and not decision_log.isEnabledFor(logging.INFO):
-        return
-    fields: dict[str, Any] = {
-        "decision_id": decision_id,
-        "route": decision.route,
-        "issuer": decision.issuer,
-        "latency_ms": round(seconds * 1000, 3),
-    }
-    if decision.log_subject and decision.subject is not None:
-        fields["subject"] = decision.subject
-    result, why = outcome(decision)
-    fields["result"] = result
-    fields["status"] = 200 if isinstance(decision, Allow) else http_status(decision)
-    if why is not None:
-        fields["reason"] = why.value
-    if isinstance(decision, Allow):
-        if decision.notes:
-            fields["header_notes"] = list(decision.notes)
-    elif decision.detail:
-        fields["detail"] = decision.detail
-    if sink is not None:  # the same JSON line the formatter would write, built directly
-        now = time.time()
-        line = {"ts": timestamp(now), "level": "info", "logger": decision_log.name}
-        line["msg"] = "decision"
-        sink.write_line(json.dumps({**line, **fields}, default=str, separators=(",", ":")))
-        return
-    decision_log.info("decision", extra=fields)
 
 
 def build_server(
