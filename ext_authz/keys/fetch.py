@@ -1,4 +1,10 @@
-"""Fetch JWKS and OpenID discovery documents over HTTP, bounded in time and size."""
+"""Fetch JWKS and OpenID discovery documents over HTTP, bounded in time and size.
+
+Sizes are counted on the bytes as they arrive, and those are the bytes that are
+parsed: every request asks for `Accept-Encoding: identity` and a response that comes
+with any other content coding (gzip, br, stacked codings...) is refused unread, so a
+small compressed body can never inflate past `max_jwks_bytes` in memory.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ class FetchErrorKind(enum.Enum):
     INVALID_JWKS = "invalid_jwks"
     NO_USABLE_KEY = "no_usable_key"
     DISCOVERY = "discovery"
+    ENCODED = "encoded"
 
 
 class FetchError(Exception):
@@ -85,7 +92,11 @@ class HttpJwksFetcher:
         self._client = httpx.AsyncClient(
             transport=transport,
             follow_redirects=False,
-            headers={"accept": "application/json", "user-agent": "ext-authz"},
+            headers={
+                "accept": "application/json",
+                "accept-encoding": "identity",
+                "user-agent": "ext-authz",
+            },
             trust_env=False,
         )
         self._clock = clock or SystemClock()
@@ -157,14 +168,31 @@ class HttpJwksFetcher:
                 raise FetchError(
                     f"HTTP {response.status_code} from key endpoint", FetchErrorKind.HTTP_STATUS
                 )
+            coding = _content_coding(response.headers.get_list("content-encoding"))
+            if coding is not None:
+                raise FetchError(
+                    f"response is {coding}-encoded although identity was asked for",
+                    FetchErrorKind.ENCODED,
+                )
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise too_large
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():  # never inflated
                 size += len(chunk)
                 if size > limit:
                     raise too_large
                 chunks.append(chunk)
             return b"".join(chunks), response.headers.get("cache-control")
+
+
+def _content_coding(values: list[str]) -> str | None:
+    """The first content coding other than identity, or None (for metric-safe errors,
+    only a short token of it)."""
+    for value in values:
+        for coding in value.split(","):
+            name = coding.strip().lower()
+            if name and name != "identity":
+                return name[:16] if re.fullmatch(r"[a-z0-9._+-]{1,16}", name) else "unknown"
+    return None
