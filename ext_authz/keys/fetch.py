@@ -12,14 +12,21 @@ import asyncio
 import enum
 import json
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
 from ext_authz.clock import Clock, SystemClock
 from ext_authz.keys.jwks import JwksError, ParsedKeySet, parse_jwks_bytes
-from ext_authz.keys.urls import key_url_problem
+from ext_authz.keys.urls import (
+    discovered_url_problem,
+    key_url_problem,
+    needs_resolving,
+    resolved_problem,
+)
 from ext_authz.policy.model import IssuerPolicy, KeySourceKind
 
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,10})\"?", re.IGNORECASE)
@@ -147,10 +154,29 @@ class HttpJwksFetcher:
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str):
             raise FetchError("discovery document has no jwks_uri", kind)
-        problem = key_url_problem(jwks_uri)
+        problem = key_url_problem(jwks_uri) or discovered_url_problem(url, jwks_uri)
         if problem:
             raise FetchError(f"discovered jwks_uri {problem}", kind)
+        if needs_resolving(url, jwks_uri):
+            await self._check_resolved(jwks_uri, issuer.keys.fetch_timeout)
         return jwks_uri
+
+    async def _check_resolved(self, url: str, timeout: float) -> None:
+        """Refuse a discovered host that resolves to a non-public address. (httpx
+        resolves again when it connects: a name that changes its answer in between
+        is not caught here; pin `jwks_uri` in the policy where that matters.)"""
+        parts = urlsplit(url)
+        kind = FetchErrorKind.DISCOVERY
+        try:
+            async with asyncio.timeout(timeout):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    parts.hostname, parts.port or 443, type=socket.SOCK_STREAM
+                )
+        except (OSError, TimeoutError):
+            raise FetchError("discovered jwks_uri host does not resolve", kind) from None
+        problem = resolved_problem(str(info[4][0]) for info in infos)
+        if problem:
+            raise FetchError(f"discovered jwks_uri {problem}", kind)
 
     async def _get(self, url: str, limit: int, timeout: float) -> tuple[bytes, str | None]:
         try:
