@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiocache.serializers import StringSerializer  # type: ignore[import-untyped]
+from aiocache.serializers import BaseSerializer  # type: ignore[import-untyped]
 
 from ext_authz.clock import Clock
 from ext_authz.keys.bucket import BucketRule
@@ -130,6 +130,24 @@ def _finite(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+class EntrySerializer(BaseSerializer):  # type: ignore[misc]
+    """aiocache carries `CachedJwks` entries: written as their JSON text, read back and
+    checked (`CachedJwks.loads` raises `CacheEntryError` on anything else)."""
+
+    def dumps(self, value: CachedJwks) -> str:
+        return value.dumps()
+
+    def loads(self, value: str | bytes | None) -> CachedJwks | None:
+        if value is None:
+            return None
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CacheEntryError("cached key set is not UTF-8") from None
+        return CachedJwks.loads(value)
+
+
 def store_id(issuer: IssuerPolicy) -> str:
     """A stable name for an issuer's key set, the same in every replica and across
     restarts: derived from its `iss` and key URL, not from the local issuer name."""
@@ -188,12 +206,14 @@ class KeyCache:
             return f"memory (fallback: {self._target.display()} {self._problem})"
         return self._target.display()
 
-    async def get(self, key: str) -> str | None:
+    async def get(self, key: str) -> CachedJwks | None:
+        """The entry at `key`; None when absent or without Redis. Raises
+        `CacheEntryError` if it is corrupt."""
         _, value = await self._on_redis("get", lambda r: r.get(key))
-        return value if isinstance(value, str) else None
+        return value if isinstance(value, CachedJwks) else None
 
-    async def put(self, key: str, value: str, ttl: float) -> None:
-        await self._on_redis("set", lambda r: r.set(key, value, ttl=float(ttl)))
+    async def put(self, key: str, entry: CachedJwks, ttl: float) -> None:
+        await self._on_redis("set", lambda r: r.set(key, entry, ttl=float(ttl)))
 
     async def lock(self, key: str, lease: float) -> Any:
         """redis-py's lock on `key`, held for at most `lease` seconds; None while another
@@ -289,7 +309,7 @@ def _open_redis(target: RedisTarget, op_timeout: float) -> Any:
     if target.username:
         pool_options["username"] = target.username
     return RedisCache(
-        serializer=StringSerializer(),
+        serializer=EntrySerializer(),
         endpoint=target.host,
         port=target.port,
         db=target.db,
@@ -317,11 +337,10 @@ class IssuerStore:
 
     async def load(self) -> CachedJwks | None:
         """The stored entry; None when absent. Raises `CacheEntryError` if it is corrupt."""
-        text = await self.cache.get(self._jwks_key)
-        return None if text is None else CachedJwks.loads(text)
+        return await self.cache.get(self._jwks_key)
 
     async def save(self, entry: CachedJwks, ttl: float) -> None:
-        await self.cache.put(self._jwks_key, entry.dumps(), ttl)
+        await self.cache.put(self._jwks_key, entry, ttl)
 
     async def lock(self, lease: float) -> Any:
         """A held lock if this process may fetch now; None while a replica fetches."""
