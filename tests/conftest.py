@@ -22,7 +22,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "bounded"))
 # Tests that start real processes (Envoy, the server, Redis, proxies) or took over 2 s
 # on a 2-core machine are marked `slow`; `make test-fast` leaves them out. Mark a new
 # slow test with `@pytest.mark.slow`, or name its module here when all of it is slow.
-SLOW_MODULE_PREFIXES = ("test_e2e_", "test_operations", "test_compose_", "test_keys_redis")
+SLOW_MODULE_PREFIXES = (
+    "test_e2e_",
+    "test_operations",
+    "test_compose_",
+    "test_keys_redis",
+    "test_reload_under_load",
+)
 SLOW_TESTS = frozenset(
     {
         "test_wycheproof_summary",
