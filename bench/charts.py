@@ -22,6 +22,7 @@ from typing import Any
 from xml.sax.saxutils import escape
 
 WIDTH = 820
+PLOT_MIN = 460  # the bars' share of the width, at least
 ROW = 28
 BAR = 18
 TOP = 58
@@ -67,23 +68,32 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _tick(value: float, step: float) -> str:
+    """An axis label with as many decimals as the step needs (2.5 → one)."""
+    for digits in range(4):
+        scaled = step * 10**digits
+        if abs(scaled - round(scaled)) < 1e-9:
+            return f"{value:,.{digits}f}"
+    return f"{value:g}"
+
+
 def bar_chart(title: str, unit: str, bars: Sequence[Bar], note: str = "") -> str:
     """A horizontal bar chart as a standalone SVG document."""
     if not bars:
         raise ValueError("a chart needs at least one bar")
-    label_px = int(max(len(b.label) for b in bars) * CHAR_PX) + 16
-    left = min(label_px, WIDTH // 2)
-    right = WIDTH - 70
+    left = int(max(len(b.label) for b in bars) * CHAR_PX) + 16
+    width_px = max(WIDTH, left + PLOT_MIN)  # long labels widen the chart, never clip
+    right = width_px - 70
     top_value = max(max(b.value, b.high or 0.0) for b in bars)
     step = nice_step(top_value)
     axis_max = step * math.ceil(top_value / step) if top_value > 0 else 1.0
     scale = (right - left) / axis_max
     height = TOP + ROW * len(bars) + BOTTOM
     out = [
-        f"<svg xmlns='http://www.w3.org/2000/svg' width='{WIDTH}' height='{height}' "
-        f"viewBox='0 0 {WIDTH} {height}' role='img' aria-label='{escape(title)}'>",
+        f"<svg xmlns='http://www.w3.org/2000/svg' width='{width_px}' height='{height}' "
+        f"viewBox='0 0 {width_px} {height}' role='img' aria-label='{escape(title)}'>",
         f"<title>{escape(title)}</title>",
-        f"<rect width='{WIDTH}' height='{height}' fill='#ffffff'/>",
+        f"<rect width='{width_px}' height='{height}' fill='#ffffff'/>",
         f"<text x='12' y='24' {FONT} font-size='16' font-weight='600'>{escape(title)}</text>",
     ]
     if note:
@@ -100,7 +110,7 @@ def bar_chart(title: str, unit: str, bars: Sequence[Bar], note: str = "") -> str
         )
         out.append(
             f"<text x='{x:.1f}' y='{axis_y + 16}' {FONT} font-size='11' fill='#4a5568' "
-            f"text-anchor='middle'>{_number(tick)}</text>"
+            f"text-anchor='middle'>{_tick(tick, step)}</text>"
         )
         tick += step
     out.append(
