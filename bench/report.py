@@ -718,7 +718,8 @@ def reproduce(results: dict[str, Any]) -> list[str]:
         "with `apt-get install -y wrk` when missing (root only; otherwise the closed-loop "
         "table is skipped with a note); `py-spy` is installed into the venv with pip for "
         "the profiles (`--no-profile` skips them). The raw figures of each run are written "
-        "to `bench/results/` (not committed).",
+        "to `bench/results/` (not committed); the charts above are drawn from them into "
+        "`charts/` beside this file (`bench/charts.py`, plain SVG).",
         "",
     ]
 
