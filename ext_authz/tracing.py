@@ -20,6 +20,7 @@ first and B3 (single `b3` or `x-b3-*`) otherwise, so any front door can call
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -50,6 +51,8 @@ ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_
 TRACES_PATH = "/v1/traces"
 SPAN_NAME = "ext_authz.check"
 INSTRUMENTATION = "ext_authz"
+
+log = logging.getLogger("ext_authz.tracing")
 
 
 class TracingError(Exception):
@@ -111,18 +114,26 @@ class CheckTracer:
         self._current = threading.local()
 
     def check(self, decide: _Decide, view: RequestView, headers: Mapping[str, str]) -> Decision:
-        """Run `decide(view)` inside a span whose parent is the trace in `headers`."""
-        parent = self._propagator.extract(headers)
-        span = self._tracer.start_span(SPAN_NAME, context=parent, kind=self._server_kind)
+        """Run `decide(view)` inside a span whose parent is the trace in `headers`.
+        Tracing never changes a decision: if it fails, the check runs untraced."""
+        try:
+            parent = self._propagator.extract(headers)
+            span = self._tracer.start_span(SPAN_NAME, context=parent, kind=self._server_kind)
+        except Exception:
+            log.exception("could not start the check's span; checking untraced")
+            return decide(view)
         local = self._current
         local.span = span
         try:
             decision = decide(view)
         finally:
             local.span = None
-        if span.is_recording():
-            self._describe(span, view, decision)
-        span.end()
+        try:
+            if span.is_recording():
+                self._describe(span, view, decision)
+            span.end()
+        except Exception:
+            log.exception("could not finish the check's span")
         return decision
 
     def _describe(self, span: Span, view: RequestView, decision: Decision) -> None:

@@ -168,6 +168,8 @@ def test_b3_headers_continue_a_zipkin_trace_and_unsampled_calls_record_nothing(
             x_b3_sampled="1",
         )
         client.check("/api/orders", traceparent=f"00-{off_trace}-{off_parent}-00")
+        # a malformed context is ignored: the check is answered and starts its own trace
+        assert client.check("/healthz", traceparent="00-zz-not-a-context", b3="x-y-z").status
         # traceparent wins over B3 when a request carries both
         client.check(
             "/internal",
@@ -192,6 +194,8 @@ def test_b3_headers_continue_a_zipkin_trace_and_unsampled_calls_record_nothing(
     assert both.attributes["ext_authz.route"] == "everything-else"
     assert both.attributes["ext_authz.reason"] == "route_deny"
     assert len(_checks(spans, single_trace)) == 1
+    [malformed] = [s for s in spans if s.attributes.get("ext_authz.route") == "health"]
+    assert malformed.parent_span_id == ""
 
 
 def test_a_check_without_trace_headers_starts_a_trace(
