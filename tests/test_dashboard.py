@@ -291,6 +291,7 @@ def _reloads(port: int) -> str:
 @pytest.mark.parametrize(
     "source", ["dashboard", "rules"], ids=["grafana dashboard", "prometheus rules"]
 )
+@pytest.mark.slow
 def test_every_queried_metric_is_exported_with_the_labels_queried(
     exported: Exported, source: str
 ) -> None:

@@ -31,6 +31,7 @@ def _policy_for_issuer_port(tmp_path: Path, port: int) -> Path:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_demo_smoke_run_allows_the_nested_jwe_and_the_upstream_sees_its_claims(
     tmp_path: Path,
 ) -> None:

@@ -67,6 +67,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_the_check_span_continues_the_trace_envoy_sent(
     tmp_path: Path, receiver: OtlpReceiver
 ) -> None:
@@ -288,6 +289,7 @@ def test_an_endpoint_that_is_not_an_http_url_is_refused(endpoint: str) -> None:
         tracing.traces_url(endpoint)
 
 
+@pytest.mark.slow
 def test_serve_refuses_to_start_with_a_bad_endpoint(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(policy_yaml(CORP), encoding="utf-8")
