@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -308,3 +310,121 @@ def test_every_queried_metric_is_exported_with_the_labels_queried(
             assert label in exported.labels[metric] | ADDED_BY_PROMETHEUS, (query.where, label)
             if label in CLOSED_VALUES and op in ("=", "!="):
                 assert value in CLOSED_VALUES[label], (query.where, label, value)
+
+
+# --- promtool, where it is installed (Debian: apt-get install prometheus) ----------------
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "1h", "$instance": ".*"}
+
+
+def _alert_rules() -> dict[str, dict[str, Any]]:
+    document = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    return {rule["alert"]: rule for group in document["groups"] for rule in group["rules"]}
+
+
+def fires(at: str, alert: str, **labels: str) -> dict[str, Any]:
+    """A promtool alert test: `alert` fires at `at` with `labels` (instance "a"), and
+    its annotations rendered as Prometheus would."""
+    rule = _alert_rules()[alert]
+    labels = {"instance": "a", **labels}
+    every = {**labels, **rule["labels"]}
+
+    def render(text: str) -> str:
+        return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
+
+    annotations = {k: render(v) for k, v in rule["annotations"].items()}
+    return {
+        "eval_time": at,
+        "alertname": alert,
+        "exp_alerts": [{"exp_labels": every, "exp_annotations": annotations}],
+    }
+
+
+def quiet(at: str, alert: str) -> dict[str, Any]:
+    return {"eval_time": at, "alertname": alert, "exp_alerts": []}
+
+
+@needs_promtool
+def test_promtool_accepts_the_rules_and_every_dashboard_query(tmp_path: Path) -> None:
+    assert PROMTOOL is not None
+    checked = subprocess.run(
+        [PROMTOOL, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rules = []
+    for index, panel in enumerate(dashboard()["panels"]):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expr = expr.replace(variable, value)
+            rules.append({"record": f"dashboard:panel_{index}_{target['refId']}", "expr": expr})
+    as_rules = tmp_path / "dashboard-rules.yaml"
+    as_rules.write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
+    )
+    checked = subprocess.run(
+        [PROMTOOL, "check", "rules", str(as_rules)], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@needs_promtool
+def test_the_alerts_fire_on_the_series_they_are_about(tmp_path: Path) -> None:
+    """promtool's rule unit tests: each alert fires on its failure and not on health."""
+    assert PROMTOOL is not None
+    series = [
+        {
+            "series": 'ext_authz_keys_state{instance="a",issuer="corp",state="failed"}',
+            "values": "1x10",
+        },
+        {
+            "series": 'ext_authz_keys_state{instance="a",issuer="partner",state="failed"}',
+            "values": "0x10",
+        },
+        {
+            "series": 'ext_authz_keys_state{instance="a",issuer="partner",state="stale"}',
+            "values": "1x40",
+        },
+        {
+            "series": 'ext_authz_policy_reloads_total{instance="a",result="error"}',
+            "values": "0 0 1 1 1",
+        },
+        {
+            "series": 'ext_authz_decisions_total{instance="a",route="r",result="deny",'
+            'reason="internal_error"}',
+            "values": "0+5x10",
+        },
+        {
+            "series": 'ext_authz_key_fetches_total{instance="a",issuer="corp",result="timeout"}',
+            "values": "0+1x10",
+        },
+    ]
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    fires("5m", "ExtAuthzIssuerKeysFailed", issuer="corp"),
+                    quiet("5m", "ExtAuthzIssuerKeysStale"),
+                    fires("35m", "ExtAuthzIssuerKeysStale", issuer="partner"),
+                    quiet("1m", "ExtAuthzPolicyReloadRefused"),
+                    fires("4m", "ExtAuthzPolicyReloadRefused", result="error"),
+                    quiet("3m", "ExtAuthzInternalErrors"),  # still inside its `for`
+                    fires("9m", "ExtAuthzInternalErrors"),
+                    fires("10m", "ExtAuthzKeyFetchErrors", issuer="corp"),
+                    quiet("10m", "ExtAuthzSlowChecks"),
+                ],
+            }
+        ],
+    }
+    test_file = tmp_path / "alerts-test.yaml"
+    test_file.write_text(yaml.safe_dump(tests, sort_keys=False), encoding="utf-8")
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
