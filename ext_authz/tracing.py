@@ -50,6 +50,7 @@ TRACE_HEADERS = (
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 TRACES_PATH = "/v1/traces"
 SPAN_NAME = "ext_authz.check"
+FLUSH_SECONDS = 2.0  # what stopping may spend exporting the last spans
 INSTRUMENTATION = "ext_authz"
 
 log = logging.getLogger("ext_authz.tracing")
@@ -101,11 +102,12 @@ _Decide = Callable[[RequestView], Decision]
 class CheckTracer:
     """The tracer of the checks. Build with `start_tracing`; `shutdown()` flushes."""
 
-    def __init__(self, provider: Any, propagator: Any) -> None:
+    def __init__(self, provider: Any, propagator: Any, exporter: Any = None) -> None:
         from opentelemetry import trace
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         self._provider = provider
+        self._exporter = exporter
         self._tracer = provider.get_tracer(INSTRUMENTATION)
         self._propagator = propagator
         self._set_in_context = trace.set_span_in_context
@@ -188,9 +190,22 @@ class CheckTracer:
 
         return current
 
-    def shutdown(self) -> None:
-        """Export what is queued and stop the export thread."""
-        self._provider.shutdown()
+    def shutdown(self, flush_seconds: float = FLUSH_SECONDS) -> None:
+        """Export what is queued, for at most `flush_seconds`, and stop the export
+        thread. A collector that is down does not hold the process up: the exporter's
+        retries stop at the deadline and what is left is dropped."""
+        # The SDK's own flush ignores its timeout; stopping the exporter at the deadline
+        # ends its retries, and every batch after that fails at once.
+        deadline = None
+        if self._exporter is not None:
+            deadline = threading.Timer(flush_seconds, self._exporter.shutdown)
+            deadline.daemon = True
+            deadline.start()
+        try:
+            self._provider.shutdown()
+        finally:
+            if deadline is not None:
+                deadline.cancel()
 
 
 class _TracedKeys:
@@ -271,7 +286,7 @@ def start_tracing(
     provider.add_span_processor(processor)
     # traceparent is read last, so it wins over B3 when a request carries both
     propagator = CompositePropagator([B3MultiFormat(), TraceContextTextMapPropagator()])
-    tracer = CheckTracer(provider, propagator)
+    tracer = CheckTracer(provider, propagator, exporter)
     _active = tracer
     return tracer
 

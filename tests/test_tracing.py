@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -307,3 +308,24 @@ def test_with_tracing_off_nothing_is_set_up() -> None:
     assert tracing.start_tracing(None) is None
     assert tracing._active is None
     assert tracing.phase("token.decrypt") is tracing._NO_SPAN
+
+
+def test_a_collector_that_is_down_costs_spans_never_checks_or_a_slow_exit() -> None:
+    policy = compile_policy_text(policy_yaml(CORP), label="policy.yaml", base_dir=Path("."))
+    authorizer = Authorizer(lambda: policy, RecordingKeys.of(policy), FixedClock(NOW))
+    view = RequestView("GET", "/api/orders", "api.test", {"authorization": f"Bearer {mint(CORP)}"})
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = tracing.start_tracing(down, export_delay_ms=20)
+    assert started is not None
+    try:
+        for _ in range(300):
+            assert started.check(authorizer.check, view, {}).route == "read-orders"
+        time.sleep(0.3)  # the exporter is failing and retrying meanwhile
+        began = time.monotonic()
+        for _ in range(300):
+            assert started.check(authorizer.check, view, {}).route == "read-orders"
+        assert time.monotonic() - began < 5.0
+    finally:
+        began = time.monotonic()
+        tracing.stop_tracing(started)
+        assert time.monotonic() - began < tracing.FLUSH_SECONDS + 3.0
