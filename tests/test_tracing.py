@@ -310,6 +310,7 @@ def test_with_tracing_off_nothing_is_set_up() -> None:
     assert tracing.phase("token.decrypt") is tracing._NO_SPAN
 
 
+@pytest.mark.slow
 def test_a_collector_that_is_down_costs_spans_never_checks_or_a_slow_exit() -> None:
     policy = compile_policy_text(policy_yaml(CORP), label="policy.yaml", base_dir=Path("."))
     authorizer = Authorizer(lambda: policy, RecordingKeys.of(policy), FixedClock(NOW))
