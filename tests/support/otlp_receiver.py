@@ -96,18 +96,19 @@ class OtlpReceiver:
                                 service_name=str(resource.get("service.name", "")),
                             )
                         )
-        reply = ExportTraceServiceResponse().SerializeToString() if ok else b""
-        handler.send_response(200 if ok else 400)
-        handler.send_header("content-type", "application/x-protobuf")
-        handler.send_header("content-length", str(len(reply)))
-        handler.end_headers()
-        handler.wfile.write(reply)
+        # Kept before the answer, so an exporter that got its answer has been recorded.
         with self._changed:
             self.requests += 1
             if not ok:
                 self.bad_requests.append(f"{handler.path} {handler.headers.get('content-type')}")
             self.spans.extend(spans)
             self._changed.notify_all()
+        reply = ExportTraceServiceResponse().SerializeToString() if ok else b""
+        handler.send_response(200 if ok else 400)
+        handler.send_header("content-type", "application/x-protobuf")
+        handler.send_header("content-length", str(len(reply)))
+        handler.end_headers()
+        handler.wfile.write(reply)
 
     def wait_for(
         self, predicate: Callable[[list[ReceivedSpan]], bool], timeout: float = 15.0
