@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test test-fast demo bench envoy-configs image compose-up redis-server fuzz clean
+.PHONY: install lint test test-fast demo bench envoy-configs image compose-up redis-server nginx fuzz clean
 
 install: $(STAMP)
 
@@ -19,7 +19,7 @@ lint: install
 	$(VENV)/bin/ruff format --check ext_authz tests bench
 	$(VENV)/bin/mypy
 
-test: lint redis-server
+test: lint redis-server nginx
 	$(PY) -m pytest
 
 # The key-cache tests run against a real Redis; install Debian's server when missing.
@@ -27,6 +27,12 @@ redis-server:
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server missing (sudo apt-get install -y redis-server): Redis tests will be skipped"; fi; }
+
+# The HTTP door's tests run a real nginx in front of it: Debian's nginx-light.
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null; \
+	  else echo "nginx missing (sudo apt-get install -y nginx-light): nginx tests will be skipped"; fi; }
 
 test-fast: install
 	$(PY) -m pytest -x -q
