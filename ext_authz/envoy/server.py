@@ -47,7 +47,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         request_id: str | None = None
         decision: Decision
         try:
-            view = request_view(request)
+            view = request_view(request, self._authorizer.token_headers())
             request_id = view.request_id
             decision = self._authorizer.check(view)
         except BadCheckRequest as bad:

@@ -119,6 +119,20 @@ class KeysOverrideModel(_Strict):
     max_jwks_bytes: Annotated[int, Field(gt=0, le=4 * 1024 * 1024)] | None = None
 
 
+class TokenHeaderModel(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+    prefix: str = ""
+
+
+class TokenFromModel(_Strict):
+    """Where to read the token instead of `Authorization: Bearer` (never the query)."""
+
+    headers: list[TokenHeaderModel] = Field(default_factory=list)
+    cookies: list[Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]] = Field(
+        default_factory=list
+    )
+
+
 class IssuerModel(_Strict):
     issuer: NonEmptyStr
     audiences: list[NonEmptyStr] | None = None
@@ -131,6 +145,7 @@ class IssuerModel(_Strict):
     keys: KeysOverrideModel | None = None
     require_encryption: bool = False
     unsigned_encrypted_keys: list[NonEmptyStr] = Field(default_factory=list)
+    token_from: TokenFromModel | None = None
 
     @field_validator("audiences", "algorithms")
     @classmethod
@@ -230,6 +245,7 @@ class RouteModel(_Strict):
         "x-ext-authz-dry-run"
     )
     log_subject: bool = False
+    token_from: TokenFromModel | None = None
 
     @field_validator("headers")
     @classmethod
