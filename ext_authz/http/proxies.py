@@ -33,18 +33,22 @@ class ProxySite:
         return (*self.identity_headers, DRY_RUN_HEADER)
 
 
+def _snake(header: str) -> str:
+    return header.lower().replace("-", "_")
+
+
 def _variable(header: str) -> str:
-    return "authz_" + header.lower().replace("-", "_")
+    return "authz_" + _snake(header)
 
 
 def nginx_server_block(site: ProxySite) -> str:
     """The `upstream` and `server` blocks (inside `http { }`)."""
     sets = "\n".join(
-        f"        auth_request_set ${_variable(h)} $upstream_http_{h.lower().replace('-', '_')};"
+        f"            auth_request_set ${_variable(h)} $upstream_http_{_snake(h)};"
         for h in site.copied_headers
     )
     overwrites = "\n".join(
-        f"        proxy_set_header {h.title()} ${_variable(h)};" for h in site.copied_headers
+        f"            proxy_set_header {h.title()} ${_variable(h)};" for h in site.copied_headers
     )
     return f"""\
     upstream ext_authz {{
