@@ -7,7 +7,7 @@ from pathlib import Path
 from ext_authz.http.proxies import ProxySite, caddyfile, nginx_server_block
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "proxies.md"
-SITE = ProxySite("0.0.0.0:8080", "127.0.0.1:9002", "127.0.0.1:9200")
+SITE = ProxySite("0.0.0.0:8080", "127.0.0.1:9080", "127.0.0.1:9200")
 
 
 def test_the_documented_nginx_config_is_the_tested_one() -> None:

@@ -478,7 +478,7 @@ PROFILES: dict[str, EnvoyProfile] = {
         ),
         EnvoyProfile(
             name="local-http",
-            params=EnvoyParams(ext_authz_port=9002, ext_authz_http=True),
+            params=EnvoyParams(ext_authz_port=9080, ext_authz_http=True),
             out="config/envoy.local-http.yaml",
             summary="like local, asking the HTTP door (serve --http-listen) via http_service",
         ),
@@ -504,7 +504,7 @@ PROFILES: dict[str, EnvoyProfile] = {
         ),
         EnvoyProfile(
             name="compose-http",
-            params=replace(_COMPOSE, ext_authz_port=9002, ext_authz_http=True),
+            params=replace(_COMPOSE, ext_authz_port=9080, ext_authz_http=True),
             out="config/envoy.http.yaml",
             summary="like compose, asking the HTTP door (serve --http-listen) via http_service",
         ),
