@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import subprocess
 import sys
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import envoy_bench
-from bench.envoy_bench import Running, Setup, rate_once, sanity, validate, wait_ready, wrk_once
+from bench.envoy_bench import Running, Setup, rate_once, sanity, validate, wait_ready
 from bench.envoy_configs import render
 from bench.fixtures import BenchIssuer, make_issuers, mint, mint_distinct, write_policy
+from bench.http_servers import ensure_servers
 from bench.procs import LOOPBACK, BenchError, Child, child, free_port, python_env, python_module
 from bench.procs import wait_grpc_serving as wait_grpc
 from bench.procstat import process_cpu_seconds
@@ -47,8 +49,12 @@ SETUPS = (
     Setup("grpc", "ext_authz", "real", description="Envoy gRPC ext_authz → gRPC door (shipped)"),
     Setup("http-trivial", "ext_authz", "trivial", description="http_service → do-nothing HTTP"),
     Setup("grpc-trivial", "ext_authz", "trivial", description="gRPC → do-nothing grpcio server"),
+    Setup("http-uvicorn", "ext_authz", "uvicorn", description="http_service → the door on uvicorn"),
+    Setup("http-granian", "ext_authz", "granian", description="http_service → the door on granian"),
 )
-HTTP_SETUPS = frozenset({"http", "http-trivial"})
+HTTP_SETUPS = frozenset({"http", "http-trivial", "http-uvicorn", "http-granian"})
+# The server choice: the same handler on three servers (bench/http_servers.py).
+SERVER_CHOICE = ("http", "http-uvicorn", "http-granian")
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ FULL = Settings(
     ),
 )
 QUICK = Settings(
-    setups=("none", "jwt_authn", "http", "grpc", "http-trivial"),
+    setups=("none", "jwt_authn", "http", "grpc", "http-uvicorn", "http-granian"),
     rounds=1,
     seconds=2,
     warmup_seconds=1,
@@ -105,6 +111,16 @@ end
 
 def _server_cmd(setup: Setup, policy: Path, port: int) -> list[str]:
     listen = f"{LOOPBACK}:{port}"
+    if setup.server in ("uvicorn", "granian"):
+        return python_module(
+            "bench.http_servers",
+            "--server",
+            setup.server,
+            "--policy",
+            str(policy),
+            "--listen",
+            listen,
+        )
     if setup.server == "trivial":
         if setup.name in HTTP_SETUPS:
             return python_module("bench.http_bench", "--trivial-listen", listen)
@@ -147,16 +163,53 @@ def start(setup: Setup, issuer: BenchIssuer, policy: Path, work: Path, stack: Ex
     return Running(setup, envoy, server, params, config_path, verdict)
 
 
-def wrk_distinct(
-    wrk: str, running: Running, script: Path, seconds: int, connections: int
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` and its live descendants (servers with worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        parent = int(text[text.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += process_cpu_seconds(current)
+        except OSError:
+            continue
+        todo += children.get(current, [])
+    return total
+
+
+def wrk_run(
+    wrk: str,
+    running: Running,
+    seconds: int,
+    connections: int,
+    *,
+    token: str | None = None,
+    script: Path | None = None,
 ) -> dict[str, Any]:
-    """One closed-loop run with a distinct token per request (the Lua script's file)."""
+    """One closed-loop run: the same `token` on every request, or the Lua `script`'s
+    distinct tokens. Adds Envoy's and the server's CPU µs per request."""
     if not running.url.startswith("http://127.0.0.1:"):
         raise ValueError("load goes to 127.0.0.1 only")
     envoy_before = process_cpu_seconds(running.envoy.pid)
-    server_before = process_cpu_seconds(running.server.pid) if running.server else 0.0
+    server_before = tree_cpu_seconds(running.server.pid) if running.server else 0.0
     cmd = [wrk, "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
-    cmd += ["--timeout", "5s", "-s", str(script), running.url]
+    cmd += ["--timeout", "5s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    else:
+        for name, value in envoy_bench.load_headers(token or "").items():
+            cmd += ["-H", f"{name}: {value}"]
+    cmd.append(running.url)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     if done.returncode != 0:
         raise BenchError(f"wrk failed: {done.stderr.strip()[-500:]}")
@@ -165,7 +218,7 @@ def wrk_distinct(
     result["envoy_us_per_request"] = (
         (process_cpu_seconds(running.envoy.pid) - envoy_before) / requests * 1e6
     )
-    server_after = process_cpu_seconds(running.server.pid) if running.server else 0.0
+    server_after = tree_cpu_seconds(running.server.pid) if running.server else 0.0
     result["server_us_per_request"] = (server_after - server_before) / requests * 1e6
     return result
 
@@ -209,6 +262,14 @@ def run(
         "rate_rounds": settings.rate.rate_rounds,
         "setups": {},
     }
+    if any(n in settings.setups for n in SERVER_CHOICE[1:]):
+        problem = ensure_servers(progress)
+        if problem is not None:
+            progress(f"  server choice skipped: {problem}")
+            out["server_choice_note"] = problem
+            settings = replace(
+                settings, setups=tuple(n for n in settings.setups if n not in SERVER_CHOICE[1:])
+            )
     chosen = [s for s in SETUPS if s.name in settings.setups]
     with ExitStack() as stack:
         running: dict[str, Running] = {}
@@ -229,7 +290,7 @@ def run(
             same: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
             distinct: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
             for item in running.values():
-                wrk_once(wrk, item, token, settings.warmup_seconds, settings.connections)
+                wrk_run(wrk, item, settings.warmup_seconds, settings.connections, token=token)
             progress(f"  minting {settings.distinct_tokens} distinct tokens")
             tokens = work / "tokens.txt"
             tokens.write_text("\n".join(mint_distinct(issuer, settings.distinct_tokens)) + "\n")
@@ -241,10 +302,10 @@ def run(
                     progress(f"  round {r + 1}/{settings.rounds}: {name} (same, distinct)")
                     item = running[name]
                     same[name].append(
-                        wrk_once(wrk, item, token, settings.seconds, settings.connections)
+                        wrk_run(wrk, item, settings.seconds, settings.connections, token=token)
                     )
                     distinct[name].append(
-                        wrk_distinct(wrk, item, script, settings.seconds, settings.connections)
+                        wrk_run(wrk, item, settings.seconds, settings.connections, script=script)
                     )
             for name in names:
                 out["setups"][name]["same"] = _summary(same[name])

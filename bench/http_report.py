@@ -6,7 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.http_bench import HTTP_ADDED_P99_TARGET_MS, HTTP_RPS_STRETCH, HTTP_RPS_TARGET
+from bench.http_bench import (
+    HTTP_ADDED_P99_TARGET_MS,
+    HTTP_RPS_STRETCH,
+    HTTP_RPS_TARGET,
+    SERVER_CHOICE,
+)
 
 
 def _f(value: float, digits: int = 0) -> str:
@@ -118,4 +123,43 @@ def http_section(data: dict[str, Any] | None) -> list[str]:
         ],
         rows,
     )
-    return [*lines, ""]
+    lines.append("")
+    lines += server_choice(data)
+    return lines
+
+
+def server_choice(data: dict[str, Any]) -> list[str]:
+    """The same handler on three servers: the measurement behind the shipped choice."""
+    setups: dict[str, Any] = data["setups"]
+    present = [n for n in SERVER_CHOICE if (setups.get(n) or {}).get("same")]
+    if len(present) < 2:
+        note = data.get("server_choice_note")
+        return [f"Server choice not measured in this run{f': {note}' if note else ''}.", ""]
+    raw = setups["http"]["same"] if "http" in present else None
+    rows = []
+    for name in present:
+        same, distinct = setups[name]["same"], setups[name].get("distinct")
+        rows.append(
+            [
+                {"http": "raw asyncio protocol, uvloop + httptools (shipped)"}.get(
+                    name, setups[name]["description"]
+                ),
+                _f(same["rps"]),
+                f"{same['rps'] / raw['rps']:.2f}×" if raw and raw["rps"] else "–",
+                _f(same["server_us_per_request"]),
+                _f(distinct["rps"]) if distinct else "–",
+            ]
+        )
+    return [
+        "### Choosing the HTTP server",
+        "",
+        "The door's handler (request view, check, decision log, answer) hosted on each "
+        "server, behind the same Envoy http_service, in the same interleaved rounds. "
+        "Server CPU includes worker processes.",
+        "",
+        *_table(
+            ["server", "req/s (one token)", "× shipped", "server µs/check", "req/s (distinct)"],
+            rows,
+        ),
+        "",
+    ]

@@ -44,18 +44,25 @@ def response_bytes(
     return head.encode("latin-1") + body
 
 
-def decision_response(decision: Decision, *, envoy: bool, close: bool = False) -> bytes:
+def decision_answer(
+    decision: Decision, *, envoy: bool
+) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Status, headers and body of the answer to `decision`."""
     if isinstance(decision, Allow):
         headers = list(decision.headers)
         if envoy and decision.remove:
             headers.append((REMOVE_HEADER, ",".join(decision.remove)))
-        return response_bytes(200, headers, close=close)
+        return 200, headers, b""
     headers = [("content-type", "application/json"), ("cache-control", "no-store")]
     www_authenticate = challenge(decision)
     if www_authenticate is not None:
         headers.append(("www-authenticate", www_authenticate))
-    body = error_body(decision).encode("utf-8")
-    return response_bytes(http_status(decision), headers, body, close=close)
+    return http_status(decision), headers, error_body(decision).encode("utf-8")
+
+
+def decision_response(decision: Decision, *, envoy: bool, close: bool = False) -> bytes:
+    status, headers, body = decision_answer(decision, envoy=envoy)
+    return response_bytes(status, headers, body, close=close)
 
 
 def plain_response(status: int, message: str, *, close: bool = False) -> bytes:
