@@ -120,7 +120,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.listen == "off" and not args.http_listen:
+        parser.error("--listen off needs --http-listen: nothing would serve checks")
     if args.command == "serve":
         from ext_authz.app import ServeOptions, serve
 
