@@ -408,3 +408,17 @@ def test_a_refetch_runs_on_a_thread_and_other_connections_go_on(tmp_path: Path) 
         other.close()
     finally:
         running.stop(1)
+
+
+def test_a_non_ascii_realm_is_answered(tmp_path: Path) -> None:
+    text = policy_yaml(CORP, PARTNER).replace("realm: orders", "realm: 注文")
+    policy = compile_policy_text(text, label="policy.yaml", base_dir=tmp_path)
+    running, port, _ = start_door(Runtime(policy, static_keys(policy)))
+    try:
+        wire = Wire(port)
+        wire.send(request("GET", "/envoy/api/orders"))
+        (answer,) = wire.read()
+        assert answer.status == 401
+        wire.close()
+    finally:
+        running.stop(1)

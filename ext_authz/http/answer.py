@@ -41,7 +41,7 @@ def response_bytes(
     if close:
         lines.append("connection: close")
     head = "\r\n".join(lines) + "\r\n\r\n"
-    return head.encode("latin-1") + body
+    return head.encode("utf-8") + body  # a realm may hold non-ASCII text
 
 
 def decision_answer(

@@ -377,7 +377,11 @@ class _Connection(asyncio.Protocol):
         """Answer queued requests in order until one has to wait for a thread."""
         while self.pending and not self.busy and not self.closing:
             request = self.pending.popleft()
-            self._answer(request)
+            try:
+                self._answer(request)
+            except Exception:  # a bug here must cost one connection, never an allow
+                log.exception("could not answer; closing the connection")
+                self._write(plain_response(500, "internal_error", close=True), True)
         if not self.pending and not self.busy:
             self._maybe_resume()
 
