@@ -44,9 +44,7 @@ def response_bytes(
     return head.encode("utf-8") + body  # a realm may hold non-ASCII text
 
 
-def decision_answer(
-    decision: Decision, *, envoy: bool
-) -> tuple[int, list[tuple[str, str]], bytes]:
+def decision_answer(decision: Decision, *, envoy: bool) -> tuple[int, list[tuple[str, str]], bytes]:
     """Status, headers and body of the answer to `decision`."""
     if isinstance(decision, Allow):
         headers = list(decision.headers)
