@@ -159,3 +159,8 @@ def test_both_doors_read_a_cookie_token(tmp_path: Path) -> None:
         wire.close()
     finally:
         door.stop(1)
+
+
+def test_token_from_must_name_somewhere(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="at least one header or cookie"):
+        policy(tmp_path, route_extra="    token_from: {}")

@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
 
@@ -131,6 +139,12 @@ class TokenFromModel(_Strict):
     cookies: list[Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]] = Field(
         default_factory=list
     )
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> TokenFromModel:
+        if not self.headers and not self.cookies:
+            raise ValueError("name at least one header or cookie")
+        return self
 
 
 class IssuerModel(_Strict):
