@@ -62,7 +62,7 @@ def http_service_filter(params: EnvoyParams, cluster: str = "ext_authz") -> dict
 
 
 def http_service_cluster_options(cluster: dict[str, Any]) -> None:
-    """Keep-alive to the door shorter than the door's own idle timeout (120 s), so
+    """Keep-alive to the door shorter than the door's own idle timeout (300 s), so
     Envoy never sends a check on a connection the server is closing."""
     options = cluster["typed_extension_protocol_options"]
     for value in options.values():

@@ -52,7 +52,10 @@ class HttpLimits:
     max_pipelined: int = 32  # requests queued on one connection before reading pauses
     max_connections: int = 10_000
     header_timeout: float = 10.0  # from a request's first byte to its last header
-    idle_timeout: float = 120.0  # a keep-alive connection with no request in flight
+    # A keep-alive connection with no request in flight; longer than the idle timeouts of
+    # the proxies' pools (Envoy as rendered 60 s, nginx 60 s, Go's 90 s, Caddy 2 min), so
+    # the proxy, not the door, closes an idle connection and never sends on a closing one.
+    idle_timeout: float = 300.0
 
 
 class _NoWaitKeys:
