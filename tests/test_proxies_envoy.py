@@ -239,3 +239,19 @@ def test_envoy_owns_the_request_id_and_the_door_takes_only_short_tokens(stack: S
     assert "direct-42" in ids  # a short token from a trusted proxy is kept
     assert "via-1" not in ids and "via-2" not in ids  # Envoy replaced the client's id
     assert all(len(i) <= 128 and " " not in i for i in ids)
+
+
+def test_client_sent_original_request_headers_are_not_believed(stack: Stack) -> None:
+    spoof = {
+        "X-Forwarded-Uri": "/healthz",
+        "X-Forwarded-Method": "POST",
+        "X-Original-URI": "/healthz",
+        "X-Original-Method": "POST",
+        "X-Forwarded-Host": "shop.test",
+        "X-Original-Host": "shop.test",
+    }
+    for port in (stack.http_envoy, stack.grpc_envoy):
+        assert send(port, raw_request("GET", "/api/orders", "shop.test", spoof)).status == 401
+        token = {"Authorization": f"Bearer {mint_live(CORP)}"}
+        denied = send(port, raw_request("GET", "/api/orders", "admin.test", spoof | token))
+        assert denied.status == 403

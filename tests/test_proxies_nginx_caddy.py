@@ -179,3 +179,24 @@ def test_door_down_is_a_503_never_an_allow(stack: Stack) -> None:
     response = send(stack.dead_proxy, raw_request("GET", "/healthz", "shop.test"))
     assert response.status in (502, 503)
     assert b"user-of" not in response.body
+
+
+def test_client_sent_original_request_headers_are_not_believed(stack: Stack) -> None:
+    spoof_path = {
+        "X-Forwarded-Uri": "/healthz",
+        "X-Forwarded-Method": "POST",
+        "X-Original-URI": "/healthz",
+        "X-Original-Method": "POST",
+    }
+    # the anonymous /healthz named in headers must not open /api/orders
+    assert (
+        send(stack.proxy, raw_request("GET", "/api/orders", "shop.test", spoof_path)).status == 401
+    )
+    spoof_host = {
+        "X-Forwarded-Host": "shop.test",
+        "X-Original-Host": "shop.test",
+        "Authorization": f"Bearer {mint_live(CORP)}",
+    }
+    # admin.test is denied by host: a forwarded-host header must not move the request
+    response = send(stack.proxy, raw_request("GET", "/api/orders", "admin.test", spoof_host))
+    assert response.status == 403
