@@ -255,3 +255,13 @@ def test_client_sent_original_request_headers_are_not_believed(stack: Stack) -> 
         token = {"Authorization": f"Bearer {mint_live(CORP)}"}
         denied = send(port, raw_request("GET", "/api/orders", "admin.test", spoof | token))
         assert denied.status == 403
+
+
+def test_absolute_form_request_target_is_judged_by_its_path(stack: Stack) -> None:
+    for port in (stack.http_envoy, stack.grpc_envoy):
+        for path, status in (("/healthz", 200), ("/api/orders", 401)):
+            raw = (
+                f"GET http://shop.test{path} HTTP/1.1\r\nHost: shop.test\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+            assert send(port, raw).status == status

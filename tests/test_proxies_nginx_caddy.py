@@ -200,3 +200,12 @@ def test_client_sent_original_request_headers_are_not_believed(stack: Stack) -> 
     # admin.test is denied by host: a forwarded-host header must not move the request
     response = send(stack.proxy, raw_request("GET", "/api/orders", "admin.test", spoof_host))
     assert response.status == 403
+
+
+def test_absolute_form_request_target_is_judged_by_its_path(stack: Stack) -> None:
+    raw = b"GET http://shop.test/healthz HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+    assert send(stack.proxy, raw).status == 200
+    raw = (
+        b"GET http://shop.test/api/orders HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+    )
+    assert send(stack.proxy, raw).status == 401
