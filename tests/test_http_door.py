@@ -422,3 +422,17 @@ def test_a_non_ascii_realm_is_answered(tmp_path: Path) -> None:
         wire.close()
     finally:
         running.stop(1)
+
+
+def test_reuse_port_lets_two_doors_share_a_port(tmp_path: Path) -> None:
+    policy = make_policy(tmp_path)
+    runtime = Runtime(policy, static_keys(policy))
+    first, port = build_http_door("127.0.0.1:0", lambda: runtime, reuse_port=True)
+    try:
+        second, same = build_http_door(f"127.0.0.1:{port}", lambda: runtime, reuse_port=True)
+        second.stop(0)
+        assert same == port
+        with pytest.raises(OSError, match="in use"):
+            build_http_door(f"127.0.0.1:{port}", lambda: runtime)
+    finally:
+        first.stop(0)

@@ -20,12 +20,15 @@ def start_http_door(
     clock: Clock,
     cache: VerifiedTokenCache,
     observers: Sequence[DecisionObserver],
+    reuse_port: bool = False,
 ) -> HttpDoor | None:
     """Bind and start the HTTP door on `listen` (None: no HTTP door). It answers
     `/healthz` with 503 until `set_serving(True)`. Raises OSError when it cannot bind."""
     if not listen:
         return None
-    door, port = build_http_door(listen, runtime, clock=clock, cache=cache, observers=observers)
+    door, port = build_http_door(
+        listen, runtime, clock=clock, cache=cache, observers=observers, reuse_port=reuse_port
+    )
     door.start()
     log.info("http door listening", extra={"http_listen": listen, "port": port})
     return door

@@ -157,11 +157,14 @@ class HttpDoor:
 
     # -- lifecycle (called from other threads) ---------------------------------------
 
-    def bind(self, listen: str) -> int:
-        """Listen on HOST:PORT; returns the bound port. Raises OSError."""
+    def bind(self, listen: str, reuse_port: bool = False) -> int:
+        """Listen on HOST:PORT; returns the bound port. Raises OSError. `reuse_port` lets
+        several server processes share the port (the kernel spreads connections)."""
         host, port = _host_port(listen)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((host, port))
             sock.listen(1024)
@@ -189,8 +192,10 @@ class HttpDoor:
 
     def stop(self, grace: float) -> None:
         """Stop accepting, let in-flight checks finish for up to `grace` seconds, close."""
-        if self._thread is None:
-            self.loop.close()
+        if self._thread is None:  # never started: close the listener on this thread
+            if not self.loop.is_closed():
+                self.loop.run_until_complete(self._shutdown(0))
+                self.loop.close()
             self.executor.shutdown(wait=False)
             return
         done = asyncio.run_coroutine_threadsafe(self._shutdown(grace), self.loop)
@@ -516,6 +521,7 @@ def build_http_door(
     observers: Sequence[DecisionObserver] | None = None,
     workers: int = 2,
     limits: HttpLimits | None = None,
+    reuse_port: bool = False,
 ) -> tuple[HttpDoor, int]:
     """A bound (not yet started) HTTP door over the live runtime, and its port."""
     door = HttpDoor(
@@ -526,7 +532,7 @@ def build_http_door(
         workers=workers,
     )
     try:
-        port = door.bind(listen)
+        port = door.bind(listen, reuse_port)
     except OSError:
         door.stop(0)
         raise
