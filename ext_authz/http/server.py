@@ -384,14 +384,16 @@ class _Connection(asyncio.Protocol):
     def _drain(self) -> None:
         """Answer queued requests in order until one has to wait for a thread."""
         while self.pending and not self.busy and not self.closing:
-            request = self.pending.popleft()
-            try:
-                self._answer(request)
-            except Exception:  # a bug here must cost one connection, never an allow
-                log.exception("could not answer; closing the connection")
-                self._write(plain_response(500, "internal_error", close=True), True)
+            self._answer_safely(self.pending.popleft())
         if not self.pending and not self.busy:
             self._maybe_resume()
+
+    def _answer_safely(self, request: _Request) -> None:
+        try:
+            self._answer(request)
+        except Exception:  # a bug here must cost one connection, never an allow
+            log.exception("could not answer; closing the connection")
+            self._write(plain_response(500, "internal_error", close=True), True)
 
     def _answer(self, request: _Request) -> None:
         started = time.perf_counter()
@@ -462,8 +464,8 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, refusal: _Refused | None) -> None:
         """Answer what was queued before the bad bytes, then the refusal, and close."""
         self.head_started = None
-        while self.pending and not self.busy:
-            self._answer(self.pending.popleft())
+        while self.pending and not self.busy and not self.closing:
+            self._answer_safely(self.pending.popleft())
         self.pending.clear()
         if self.busy:  # the thread's answer goes first, then the refusal
             self.broken = refusal or _Refused(0, "")
