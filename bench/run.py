@@ -1,6 +1,6 @@
 """``make bench``: run every measurement and write docs/benchmarks.md.
 
-python -m bench.run            # everything, under 10 minutes on 2 cores
+python -m bench.run            # everything, about 15 minutes on 2 cores (the HTTP door: ~5)
 python -m bench.run --quick    # about 2 minutes, fewer cases and shorter loads
 python -m bench.run --only grpc --out /tmp/bench.md
 """
