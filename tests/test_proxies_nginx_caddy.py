@@ -82,6 +82,7 @@ def run_proxy(kind: str, site: ProxySite, tmp_path: Path) -> Iterator[None]:
 class Stack:
     proxy: int
     dead_proxy: int
+    kind: str
 
 
 @pytest.fixture(scope="module", params=PROXIES)
@@ -105,7 +106,9 @@ def stack(
                 )
                 with run_proxy(kind, site, tmp_path), run_proxy(kind, dead, tmp_path):
                     yield Stack(
-                        int(site.listen.rpartition(":")[2]), int(dead.listen.rpartition(":")[2])
+                        int(site.listen.rpartition(":")[2]),
+                        int(dead.listen.rpartition(":")[2]),
+                        kind,
                     )
     finally:
         upstream.shutdown()
@@ -209,3 +212,14 @@ def test_absolute_form_request_target_is_judged_by_its_path(stack: Stack) -> Non
         b"GET http://shop.test/api/orders HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
     )
     assert send(stack.proxy, raw).status == 401
+
+
+def test_underscore_spellings_of_identity_headers_never_reach_the_upstream(stack: Stack) -> None:
+    spoof = {"x_user_id": "admin", "X_Tenant-Id": "t", "x-user_email": "e"}
+    for path in ("/healthz", "/api/orders"):
+        headers = {**spoof, "Authorization": f"Bearer {mint_live(CORP)}"}
+        seen = upstream_saw(send(stack.proxy, raw_request("GET", path, "shop.test", headers)))
+        names = {name.replace("_", "-") for name in seen["headers"]}
+        values = set(seen["headers"].values())
+        assert not {"admin", "t", "e"} & values, seen["headers"]
+        assert "x-user-id" not in names or seen["headers"].get("x-user-id") == "user-of-corp"

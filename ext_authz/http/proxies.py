@@ -6,9 +6,8 @@ Both follow one rule: an identity header reaches the upstream only as the door's
 answer set it. nginx overwrites each with `proxy_set_header` from `auth_request_set`
 (an empty value means the header is not sent at all); Caddy's `copy_headers` deletes a
 listed header the answer lacks. Client spellings with underscores (`x_user_id`) are
-dropped by nginx (`underscores_in_headers off`, its default); Go's HTTP server
-(Caddy, Traefik) forwards them, so an upstream that folds `_` into `-` (CGI, WSGI,
-PHP) must not sit behind those without a rule that drops them.
+dropped by nginx (`underscores_in_headers off`, its default) and by Caddy; the tests
+check both.
 """
 
 from __future__ import annotations
