@@ -16,6 +16,7 @@ from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.clock import SystemClock
 from ext_authz.decision_log import DecisionObserver, log_decision
 from ext_authz.envoy.server import build_server, set_serving
+from ext_authz.http.door import start_http_door
 from ext_authz.keys.events import KeyEvent
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import IssuerKeys, KeyStatus
@@ -42,6 +43,7 @@ class ServeOptions:
     tls_client_ca: Path | None = None
     reload_interval: float = 2.0
     otlp_endpoint: str | None = None
+    http_listen: str | None = None  # HOST:PORT of the HTTP door (off when None)
 
 
 class StartupError(Exception):
@@ -207,6 +209,7 @@ def serve(options: ServeOptions) -> int:
             observers=observers,
             tracer=tracer,
         )
+        http_door = start_http_door(options.http_listen, holder, clock, cache, observers)
         if metrics is not None and options.metrics_listen is not None:
             metrics.watch_runtime(holder.statuses, cache)
             serve_metrics(metrics, options.metrics_listen)
@@ -246,6 +249,8 @@ def serve(options: ServeOptions) -> int:
             return
         failed = [n for n, s in manager.statuses().items() if s.status is KeyStatus.FAILED]
         set_serving(health_servicer, True)
+        if http_door is not None:
+            http_door.set_serving(True)
         log.info("serving", extra={"issuers_without_keys": failed})
 
     threading.Thread(target=become_ready, name="ext-authz-ready", daemon=True).start()
@@ -265,10 +270,15 @@ def serve(options: ServeOptions) -> int:
                 files = watched_files(holder.runtime.policy)
                 stamp = _stamp(files)
     set_serving(health_servicer, False)
+    if http_door is not None:
+        http_door.set_serving(False)
     if options.shutdown_delay > 0:
         stopping.clear()
         stopping.wait(options.shutdown_delay)
-    server.stop(options.grace).wait()
+    grpc_stopped = server.stop(options.grace)
+    if http_door is not None:
+        http_door.stop(options.grace)
+    grpc_stopped.wait()
     holder.manager.stop()
     stop_tracing(tracer)
     log.info("stopped")
