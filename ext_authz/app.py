@@ -209,7 +209,9 @@ def serve(options: ServeOptions) -> int:
             observers=observers,
             tracer=tracer,
         )
-        http_door = start_http_door(options.http_listen, holder, clock, cache, observers)
+        http_door = start_http_door(
+            options.http_listen, holder, clock, cache, observers, tracer=tracer
+        )
         if metrics is not None and options.metrics_listen is not None:
             metrics.watch_runtime(holder.statuses, cache)
             serve_metrics(metrics, options.metrics_listen)
