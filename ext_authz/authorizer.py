@@ -190,6 +190,7 @@ class Authorizer:
                 key = None
             else:
                 identity, key, exp = self._verify_signed(policy, inner, keys, encrypted=True)
+            decrypted.check_replicated(identity.claims)
         else:
             identity, key, exp = self._verify_signed(policy, token, keys, encrypted=False)
             if identity.issuer.require_encryption:

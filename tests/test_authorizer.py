@@ -193,6 +193,11 @@ CASES: dict[str, Any] = {
     "exp_missing": Case(mint(CORP, drop=("exp",)), R.EXPIRATION_MISSING),
     "exp_numeric_string": Case(mint(CORP, exp=str(NOW + 600)), R.CLAIM_TYPE_INVALID),
     "not_yet_valid": Case(mint(CORP, nbf=NOW + 3600), R.TOKEN_NOT_YET_VALID),
+    # an integer no float holds: a 401 before any signature check, never a 500
+    "exp_10_to_the_400": Case(mint(CORP, exp=10**400), R.CLAIM_TYPE_INVALID),
+    "nbf_10_to_the_400": Case(mint(CORP, nbf=10**400), R.CLAIM_TYPE_INVALID),
+    "iat_10_to_the_400": Case(mint(CORP, iat=10**400), R.CLAIM_TYPE_INVALID),
+    "exp_10_to_the_400_forged": Case(mint(CORP, key=ROGUE_RSA, exp=10**400), R.CLAIM_TYPE_INVALID),
     "issued_in_future": Case(mint(CORP, iat=NOW + 3600), R.TOKEN_ISSUED_IN_FUTURE),
     "wrong_audience": Case(mint(CORP, aud="billing-api"), R.AUDIENCE_MISMATCH),
     "audience_substring": Case(mint(CORP, aud="orders"), R.AUDIENCE_MISMATCH),

@@ -74,6 +74,7 @@ from tests.support.jwe_tokens import (
     write_decryption_jwks,
 )
 from tests.support.tokens import (
+    AUDIENCE,
     CORP,
     EDGE,
     NOW,
@@ -502,6 +503,105 @@ def test_json_serialization_is_refused_by_the_decryptor_too(policy: Policy) -> N
     with pytest.raises(Denied) as caught:
         decrypt_token(json_serialization(_nested()), policy.decryption)
     assert caught.value.reason is R.TOKEN_MALFORMED
+
+
+# as certified OpenID providers mint them: claims replicated in the header ---------
+
+PROVIDER_PAIRS = (
+    ("RSA-OAEP-256", "A256GCM", RSA_ENC),
+    ("RSA-OAEP", "A128CBC-HS256", RSA_ENC),
+    ("ECDH-ES", "A256GCM", EC_P256),
+    ("ECDH-ES+A256KW", "A256CBC-HS512", X25519_ENC),
+    ("A256KW", "A256GCM", KW256),
+    ("dir", "A256GCM", DIR256),
+)
+
+
+def _replicated(claims: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {name: claims[name] for name in names}
+
+
+def _provider_token(
+    alg: str = "RSA-OAEP-256",
+    enc: str = "A256GCM",
+    key: DecryptionTestKey = RSA_ENC,
+    *,
+    header: dict[str, Any] | None = None,
+    **claims: Any,
+) -> str:
+    """An access token as such a provider mints it: an `at+jwt` JWS, encrypted, with
+    `iss`, `aud` and `sub` replicated in the JWE header and `cty: at+jwt`."""
+    inner = mint(CORP, headers={"typ": "at+jwt"}, **claims)
+    payload = good_claims(CORP) | claims
+    replicated = _replicated(payload, "iss", "aud", "sub") | (header or {})
+    return encrypt_nested(inner, key.public_jwk(), alg, enc, cty="at+jwt", extra_header=replicated)
+
+
+@pytest.mark.parametrize(
+    ("alg", "enc", "key"), PROVIDER_PAIRS, ids=[f"{a}-{e}" for a, e, _ in PROVIDER_PAIRS]
+)
+def test_replicated_claims_in_the_jwe_header_are_accepted(
+    alg: str, enc: str, key: DecryptionTestKey, authorizer: Authorizer
+) -> None:
+    token = _provider_token(alg, enc, key)
+    assert {"iss", "aud", "sub", "cty"} <= header_of(token).keys()
+    expect_allow(authorizer.check(request(token)), CORP)
+
+
+def test_every_registered_claim_may_be_replicated(authorizer: Authorizer) -> None:
+    claims = good_claims(CORP) | {"jti": "a1b2", "aud": [AUDIENCE, "other-api"]}
+    replicated = _replicated(claims, "iss", "sub", "aud", "exp", "nbf", "iat", "jti")
+    token = _provider_token(header=replicated, jti="a1b2", aud=[AUDIENCE, "other-api"])
+    expect_allow(authorizer.check(request(token)), CORP)
+
+
+def test_replicated_claims_on_bare_encrypted_claims(authorizer: Authorizer) -> None:
+    claims = good_claims(CORP)
+    header = _replicated(claims, "iss", "aud")
+    token = encrypt_claims(
+        claims, SHARED_CORP.public_jwk(), "A256KW", "A256GCM", extra_header=header
+    )
+    expect_allow(authorizer.check(request(token)), CORP)
+    lying = encrypt_claims(
+        claims,
+        SHARED_CORP.public_jwk(),
+        "A256KW",
+        "A256GCM",
+        extra_header={"iss": PARTNER.iss},
+    )
+    expect_deny(authorizer.check(request(lying)), R.REPLICATED_CLAIM_MISMATCH)
+
+
+REPLICATED_REFUSALS: dict[str, tuple[dict[str, Any], DenialReason]] = {
+    # the header says one thing, the signed claims another
+    "iss_differs": ({"iss": PARTNER.iss}, R.REPLICATED_CLAIM_MISMATCH),
+    "aud_differs": ({"aud": "billing-api"}, R.REPLICATED_CLAIM_MISMATCH),
+    "aud_list_vs_string": ({"aud": [AUDIENCE]}, R.REPLICATED_CLAIM_MISMATCH),
+    "sub_differs": ({"sub": "admin"}, R.REPLICATED_CLAIM_MISMATCH),
+    "exp_later_than_signed": ({"exp": NOW + 86400}, R.REPLICATED_CLAIM_MISMATCH),
+    "exp_true_for_1": ({"exp": True}, R.TOKEN_HEADER_INVALID),
+    "jti_absent_inside": ({"jti": "a1b2"}, R.REPLICATED_CLAIM_MISMATCH),
+    # not a claim and not a JWE header parameter: the header's own refusal
+    "unknown_member": ({"x-tenant": "t1"}, R.TOKEN_HEADER_INVALID),
+    "iss_not_a_string": ({"iss": 7}, R.TOKEN_HEADER_INVALID),
+    "aud_of_numbers": ({"aud": [1, 2]}, R.TOKEN_HEADER_INVALID),
+    "exp_a_string": ({"exp": "tomorrow"}, R.TOKEN_HEADER_INVALID),
+}
+
+
+@pytest.mark.parametrize("name", list(REPLICATED_REFUSALS))
+def test_replicated_claims_must_say_what_the_token_says(name: str, authorizer: Authorizer) -> None:
+    header, expect = REPLICATED_REFUSALS[name]
+    expect_deny(authorizer.check(request(_provider_token(header=header))), expect)
+
+
+def test_a_refused_header_is_not_a_decryption_failure(policy: Policy) -> None:
+    """The library's header refusal keeps its own reason: `decryption_failed` is only
+    for the cryptography."""
+    with pytest.raises(Denied) as caught:
+        decrypt_token(_provider_token(header={"x-tenant": "t1"}), policy.decryption)
+    assert caught.value.reason is R.TOKEN_HEADER_INVALID
+    assert "t1" not in caught.value.detail
 
 
 # the inner JWS: exactly the checks of a bare JWS --------------------------------

@@ -29,7 +29,10 @@ def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
         raise Denied(DenialReason.CLAIM_TYPE_INVALID, f"'{name}' is not a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise Denied(DenialReason.CLAIM_TYPE_INVALID, f"'{name}' is not finite")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer such as 10**400: no date, and no float either
+        raise Denied(DenialReason.CLAIM_TYPE_INVALID, f"'{name}' is out of range") from None
 
 
 def check_registered_claims(claims: Mapping[str, Any], issuer: IssuerPolicy, now: float) -> float:
