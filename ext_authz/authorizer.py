@@ -23,7 +23,7 @@ from ext_authz.policy.routes import select_route
 from ext_authz.policy.rules import enforce
 from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedToken, VerifiedTokenCache
-from ext_authz.tokens.claims import check_registered_claims
+from ext_authz.tokens.claims import check_registered_claims, check_token_type
 from ext_authz.tokens.credentials import bearer_token
 from ext_authz.tokens.decrypt import Decrypted, decrypt_token
 from ext_authz.tokens.format import SignedToken, decode_json_object, parse_signed, segment_count
@@ -223,6 +223,7 @@ class Authorizer:
         issuer = self._issuer_of(policy, signed.claims)
         if signed.alg not in issuer.algorithms:
             raise Denied(DenialReason.ALGORITHM_NOT_ALLOWED, f"alg {signed.alg}")
+        check_token_type(signed.header, issuer.token_types)
         exp = check_registered_claims(signed.claims, issuer, self._clock.now())
         key = self._key_for(issuer, signed, keys)
         verify_signature(signed, key)
@@ -238,6 +239,7 @@ class Authorizer:
         kid = decrypted.key.kid
         if not decrypted.key.symmetric or kid is None or kid not in issuer.unsigned_encrypted_keys:
             raise Denied(DenialReason.UNSIGNED_ENCRYPTED_CLAIMS, "encrypted claims are not signed")
+        check_token_type(decrypted.header, issuer.token_types)
         exp = check_registered_claims(claims, issuer, self._clock.now())
         return Identity(issuer, claims, True), exp
 

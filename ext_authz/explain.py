@@ -19,6 +19,7 @@ from ext_authz.denial import challenge, http_status
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.store import KeyProvider
 from ext_authz.policy.claim_headers import claim_headers
+from ext_authz.policy.claims import scopes_of
 from ext_authz.policy.model import Access, IssuerPolicy, Policy, Route, RouteMatch
 from ext_authz.policy.routes import host_matches, prefix_matches
 from ext_authz.policy.rules import claim_holds
@@ -28,7 +29,6 @@ from ext_authz.tokens.claims import (
     check_expiry,
     check_issued_at,
     check_not_before,
-    scopes_of,
 )
 from ext_authz.tokens.credentials import bearer_token
 from ext_authz.tokens.decrypt import decrypt_token

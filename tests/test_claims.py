@@ -9,15 +9,10 @@ from typing import Any
 import pytest
 
 from ext_authz.errors import DenialReason, Denied
+from ext_authz.policy.claims import MISSING, json_equal, lookup, scopes_of
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import IssuerPolicy, Policy
-from ext_authz.tokens.claims import (
-    MISSING,
-    check_registered_claims,
-    json_equal,
-    lookup,
-    scopes_of,
-)
+from ext_authz.tokens.claims import check_registered_claims
 
 NOW = 1_700_000_000.0
 LEEWAY = 60.0

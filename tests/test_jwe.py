@@ -952,3 +952,33 @@ def test_the_named_keys_are_what_their_names_say() -> None:
         assert _oct_len(dir_key(enc)) == CEK_BYTES[enc]
     assert len({k.kid for k in POLICY_KEYS}) == len(POLICY_KEYS)
     assert all("d" not in k.public_jwk() for k in (RSA_ENC, *ECDH_KEYS))
+
+
+# an issuer that names its token types: the signed header decides -----------------
+
+
+def test_token_type_of_an_encrypted_token_is_the_signed_one(tmp_path: Path) -> None:
+    text = jwe_policy_yaml(
+        CORP,
+        decryption=decryption_yaml(keys=[RSA_ENC, SHARED_CORP]),
+        unsigned_keys={CORP.name: [SHARED_CORP.kid]},
+    ).replace(f'    issuer: "{CORP.iss}"', f'    issuer: "{CORP.iss}"\n    typ: [at+jwt]', 1)
+    authorizer = authorizer_for(compile_text(text, tmp_path))
+    assert authorizer.check(request(_provider_token())).__class__ is Allow
+    # anyone can encrypt to our public key: the JWE's own `typ` or `cty` proves nothing
+    id_token = encrypt_nested(
+        mint(CORP, headers={"typ": "JWT"}),
+        RSA_ENC.public_jwk(),
+        "RSA-OAEP-256",
+        "A256GCM",
+        cty="at+jwt",
+        extra_header={"typ": "at+jwt"},
+    )
+    expect_deny(authorizer.check(request(id_token)), R.TOKEN_TYPE_NOT_ALLOWED)
+    # bare claims under the issuer's own secret: the JWE header is the issuer's
+    claims = good_claims(CORP)
+    shared = SHARED_CORP.public_jwk()
+    typed = encrypt_claims(claims, shared, "A256KW", "A256GCM", extra_header={"typ": "at+jwt"})
+    expect_allow(authorizer.check(request(typed)), CORP)
+    untyped = encrypt_claims(claims, shared, "A256KW", "A256GCM")
+    expect_deny(authorizer.check(request(untyped)), R.TOKEN_TYPE_NOT_ALLOWED)

@@ -245,6 +245,7 @@ class _Compiler:
             keys=settings,
             require_encryption=model.require_encryption,
             unsigned_encrypted_keys=frozenset(model.unsigned_encrypted_keys),
+            token_types=frozenset(model.typ) if model.typ is not None else None,
         )
 
     def _key_source(self, base: FieldPath, model: IssuerModel, kind: str) -> KeySource | None:

@@ -64,6 +64,8 @@ class IssuerPolicy:
     # kids of symmetric decryption keys shared with this issuer alone: a JWE decrypted
     # with one of them may carry bare (unsigned) claims of this issuer
     unsigned_encrypted_keys: frozenset[str] = frozenset()
+    # media types (`application/at+jwt`) a token's `typ` must name; None: any
+    token_types: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
+from ext_authz.tokens.claims import media_type
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -131,6 +132,18 @@ class IssuerModel(_Strict):
     keys: KeysOverrideModel | None = None
     require_encryption: bool = False
     unsigned_encrypted_keys: list[NonEmptyStr] = Field(default_factory=list)
+    # the token types (JWS `typ`, e.g. at+jwt of RFC 9068) accepted; absent: any
+    typ: (
+        list[Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$&^_.+-]+(/[A-Za-z0-9!#$&^_.+-]+)?$")]]
+        | None
+    ) = None
+
+    @field_validator("typ")
+    @classmethod
+    def _media_types(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must list at least one token type when present")
+        return None if value is None else [media_type(typ) for typ in value]
 
     @field_validator("audiences", "algorithms")
     @classmethod
