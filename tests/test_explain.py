@@ -10,10 +10,15 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from ext_authz.authorizer import Authorizer
 from ext_authz.clock import FixedClock
+from ext_authz.decision import Deny
 from ext_authz.explain import explain, parse_header_args
 from ext_authz.keys.store import StaticKeys
 from ext_authz.policy.loader import compile_policy_text
@@ -83,6 +88,10 @@ CASES: dict[str, Callable[[], RequestView]] = {
     "unsafe_header_value": lambda: req("/api/orders", mint(CORP, nickname="a\r\nb")),
     "dry_run": lambda: req("/trial/1", mint(CORP)),
     "deny_route": lambda: req("/admin", mint(CORP)),
+    # the server's reason, once: not `issuer_unknown` below a `claim_type_invalid`
+    "issuer_a_number": lambda: req("/api/orders", mint(CORP, iss=7)),
+    "issuer_a_list": lambda: req("/api/orders", mint(CORP, iss=[CORP.iss])),
+    "exp_beyond_float": lambda: req("/api/orders", mint(CORP, exp=10**400)),
 }
 
 
@@ -134,3 +143,80 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     )
     assert denied.returncode == 1
     assert "token_missing" in denied.stdout
+
+
+# explain and the server agree, whatever the claims and the policy ------------------
+
+TYPED_ROUTES = ROUTES.replace(
+    "  - name: everything-else\n    match: { path_prefix: / }\n    deny: true\n", ""
+)
+
+
+@pytest.fixture(scope="module")
+def policies(tmp_path_factory: pytest.TempPathFactory, policy: Policy) -> list[Policy]:
+    """The table's policy, and one whose corp issuer wants `at+jwt` and whose routes
+    leave requests unmatched."""
+    typed = policy_yaml(CORP, PARTNER, routes=TYPED_ROUTES).replace(
+        f'    issuer: "{CORP.iss}"', f'    issuer: "{CORP.iss}"\n    typ: [at+jwt]', 1
+    )
+    base = tmp_path_factory.mktemp("explain-typed")
+    return [policy, compile_policy_text(typed, label="policy.yaml", base_dir=base)]
+
+
+_DROP: Any = object()
+claim_values = {
+    "iss": st.sampled_from([CORP.iss, PARTNER.iss, "https://nobody.test", 7, [CORP.iss], _DROP]),
+    "exp": st.sampled_from([NOW + 600, NOW - 3600, NOW - 30, "soon", 10**400, True, _DROP]),
+    "nbf": st.sampled_from([NOW - 60, NOW + 3600, None, _DROP]),
+    "iat": st.sampled_from([NOW - 60, NOW + 3600, -(10**400), _DROP]),
+    "aud": st.sampled_from(["orders-api", "billing", ["x", "orders-api"], 42, _DROP]),
+    "scope": st.sampled_from(["orders:read orders:write", "orders:read admin", "profile", _DROP]),
+    "email_verified": st.sampled_from([True, False, "true"]),
+    "nickname": st.sampled_from(["nick", "a\r\nb", 12]),
+}
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> RequestView:
+    issuer = draw(st.sampled_from([CORP, PARTNER]))
+    overrides = {name: draw(values) for name, values in claim_values.items()}
+    drop = tuple(name for name, value in overrides.items() if value is _DROP)
+    claims = {name: value for name, value in overrides.items() if value is not _DROP}
+    header: dict[str, Any] = {"typ": draw(st.sampled_from(["at+jwt", "JWT", "application/AT+JWT"]))}
+    if draw(st.booleans()):
+        header["kid"] = draw(st.sampled_from([issuer.kid, "nope"]))
+    else:
+        header["kid"] = None
+    key = ROGUE_RSA if issuer is CORP and draw(st.booleans()) else None
+    token = mint(issuer, key=key, headers=header, drop=drop, **claims)
+    path = draw(st.sampled_from(["/healthz", "/api/orders", "/api/orders/7", "/trial/1", "/x"]))
+    method = draw(st.sampled_from(["GET", "POST", "DELETE"]))
+    host = draw(st.sampled_from(["api.example.com", "other.test"]))
+    with_token = draw(st.integers(0, 9)) > 0
+    return req(path, token if with_token else None, method, host)
+
+
+@given(request=requests(), which=st.integers(0, 1))
+def test_explain_and_the_server_agree(
+    request: RequestView, which: int, policies: list[Policy]
+) -> None:
+    policy = policies[which]
+    keys = StaticKeys(
+        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
+    )
+    server = Authorizer(lambda: policy, keys, FixedClock(NOW)).check(request)
+    result = explain(policy, keys, request, FixedClock(NOW))
+    assert result.decision == server
+    failures = [step for step in result.trace.steps if not step.held]
+    phases = [step.phase for step in result.trace.steps]
+    assert len(phases) == len(set(phases)), "a phase reported twice"
+    failed_lines = [line for line in result.text().splitlines() if ": FAILED " in line]
+    reason = server.reason if isinstance(server, Deny) else server.dry_run
+    if reason is None:
+        assert failures == []
+        assert failed_lines == []
+        return
+    assert len(failures) == 1
+    assert failures[0].reason is reason
+    if failures[0].phase != "route":
+        assert len(failed_lines) == 1 and f"FAILED {reason.value}" in failed_lines[0]

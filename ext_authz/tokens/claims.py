@@ -79,14 +79,14 @@ def check_expiry(claims: Mapping[str, Any], now: float, leeway: float) -> float:
     if exp is None:
         raise Denied(DenialReason.EXPIRATION_MISSING)
     if now >= exp + leeway:
-        raise Denied(DenialReason.TOKEN_EXPIRED)
+        raise Denied(DenialReason.TOKEN_EXPIRED, f"expired {int(now - exp)}s ago")
     return exp
 
 
 def check_not_before(claims: Mapping[str, Any], now: float, leeway: float) -> float | None:
     nbf = numeric_date(claims, "nbf")
     if nbf is not None and now + leeway < nbf:
-        raise Denied(DenialReason.TOKEN_NOT_YET_VALID)
+        raise Denied(DenialReason.TOKEN_NOT_YET_VALID, f"valid in {int(nbf - now)}s")
     return nbf
 
 

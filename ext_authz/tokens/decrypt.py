@@ -131,6 +131,11 @@ class Decrypted:
             raise Denied(DenialReason.NESTED_TOKEN_INVALID, "cty says JWT, plaintext is not a JWS")
         return None
 
+    @property
+    def replicated(self) -> tuple[str, ...]:
+        """The names of the claims replicated in the header."""
+        return tuple(name for name in REPLICATED_CLAIMS if name in self.header)
+
     def check_replicated(self, claims: Mapping[str, Any]) -> None:
         """Claims replicated in the header (RFC 7519 section 5.3) must say what the
         token's own claims say: the header is not the issuer's to vary."""
