@@ -212,9 +212,10 @@ class Authorizer:
         if cache is not None:
             hit = cache.get(token)
             if hit is not None and hit.policy is policy and self._still_valid(hit, keys):
+                issuer = policy.issuers[hit.issuer.name]
                 if trace is not None:
-                    trace.held(Phase.CACHE, f"verified before, issuer {hit.issuer.name}")
-                return Identity(hit.issuer, hit.claims, hit.encrypted)
+                    trace.held(Phase.CACHE, f"verified before, issuer {issuer.name}")
+                return Identity(issuer, hit.claims, hit.encrypted)
         encrypted = segment_count(token) == 5
         if encrypted:
             if trace is not None:

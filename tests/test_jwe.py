@@ -11,11 +11,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import pytest
 from jwcrypto import jwk
 
+from ext_authz import algorithms
 from ext_authz.authorizer import Authorizer
 from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Decision, Deny
@@ -184,6 +185,15 @@ def policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
 @pytest.fixture(scope="module")
 def authorizer(policy: Policy) -> Authorizer:
     return authorizer_for(policy)
+
+
+def test_the_schema_names_the_rows_of_the_algorithm_registry() -> None:
+    """One table (`ext_authz.algorithms`); the schema's `Literal`s must list its rows."""
+    assert get_args(schema.SignatureAlgorithm) == algorithms.SIGNATURE_ALGORITHMS
+    assert get_args(schema.KeyManagementAlgorithm) == algorithms.KEY_MANAGEMENT_ALGORITHMS
+    assert get_args(schema.ContentEncryption) == algorithms.CONTENT_ENCRYPTIONS
+    for enc, cek in CEK_BYTES.items():
+        assert algorithms.CONTENT_ENCRYPTION[enc].cek_bytes == cek
 
 
 def test_the_tests_cover_every_supported_algorithm() -> None:

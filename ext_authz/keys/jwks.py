@@ -17,8 +17,8 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from ext_authz.algorithms import SIGNATURE_ALGORITHMS
 from ext_authz.keys.weak_rsa import is_roca_modulus
-from ext_authz.policy.schema import SIGNATURE_ALGORITHMS
 from ext_authz.strict_json import unique_members
 
 MIN_RSA_BITS = 2048

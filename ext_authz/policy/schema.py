@@ -8,10 +8,11 @@ cross-references. Unknown keys are errors, so a typo never silently weakens a ru
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
+from ext_authz import algorithms
 from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
 from ext_authz.tokens.claims import media_type
 
@@ -75,9 +76,10 @@ KeyManagementAlgorithm = Literal[
     "dir",
 ]
 ContentEncryption = Literal["A128GCM", "A256GCM", "A128CBC-HS256", "A256CBC-HS512"]
-SIGNATURE_ALGORITHMS: tuple[str, ...] = get_args(SignatureAlgorithm)
-KEY_MANAGEMENT_ALGORITHMS: tuple[str, ...] = get_args(KeyManagementAlgorithm)
-CONTENT_ENCRYPTIONS: tuple[str, ...] = get_args(ContentEncryption)
+# the names above are the rows of `ext_authz.algorithms` (a test holds them equal)
+SIGNATURE_ALGORITHMS = algorithms.SIGNATURE_ALGORITHMS
+KEY_MANAGEMENT_ALGORITHMS = algorithms.KEY_MANAGEMENT_ALGORITHMS
+CONTENT_ENCRYPTIONS = algorithms.CONTENT_ENCRYPTIONS
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 

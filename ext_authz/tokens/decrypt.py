@@ -33,9 +33,9 @@ from joserfc.errors import (
 from joserfc.jwe import JWERegistry
 from joserfc.registry import HeaderParameter, HeaderRegistryDict
 
+from ext_authz.algorithms import CONTENT_ENCRYPTION, KEY_MANAGEMENT
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.decryption_keys import DecryptionKey, DecryptionKeySet
-from ext_authz.policy.schema import CONTENT_ENCRYPTIONS, KEY_MANAGEMENT_ALGORITHMS
 from ext_authz.strict_json import json_equal
 from ext_authz.tokens.format import (
     MAX_HEADER_BYTES,
@@ -46,10 +46,6 @@ from ext_authz.tokens.format import (
 
 MAX_KEYS_TRIED = 4  # without a kid, this many keys of the right type at most
 
-_IV_BYTES = {"A128GCM": 12, "A256GCM": 12, "A128CBC-HS256": 16, "A256CBC-HS512": 16}
-_TAG_BYTES = {"A128GCM": 16, "A256GCM": 16, "A128CBC-HS256": 16, "A256CBC-HS512": 32}
-_CEK_BYTES = {"A128GCM": 16, "A256GCM": 32, "A128CBC-HS256": 32, "A256CBC-HS512": 64}
-_NO_ENCRYPTED_KEY = frozenset({"dir", "ECDH-ES"})
 _NAME = re.compile(r"[A-Za-z0-9_+-]{1,32}")
 _NESTED_CTY = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -101,8 +97,8 @@ class DecryptionConfig:
     def build(
         cls, keys: DecryptionKeySet, algorithms: frozenset[str], encryptions: frozenset[str]
     ) -> DecryptionConfig:
-        algorithms = algorithms & frozenset(KEY_MANAGEMENT_ALGORITHMS)
-        encryptions = encryptions & frozenset(CONTENT_ENCRYPTIONS)
+        algorithms = algorithms & frozenset(KEY_MANAGEMENT)
+        encryptions = encryptions & frozenset(CONTENT_ENCRYPTION)
         registry = JWERegistry(
             header_registry=REPLICATED_CLAIMS, algorithms=sorted(algorithms | encryptions)
         )
@@ -166,16 +162,17 @@ def decrypt_token(token: str, config: DecryptionConfig | None) -> Decrypted:
     header = decode_json_object(header_raw, DenialReason.TOKEN_HEADER_INVALID, "header")
     alg, enc = _check_header(header, config)
     encrypted_key, iv, _ciphertext, tag = (b64url_decode(p, "segment") for p in parts[1:])
-    if (alg in _NO_ENCRYPTED_KEY) != (not encrypted_key):
+    content = CONTENT_ENCRYPTION[enc]
+    if KEY_MANAGEMENT[alg].encrypted_key != bool(encrypted_key):
         raise Denied(DenialReason.TOKEN_MALFORMED, f"encrypted key does not fit {alg}")
-    if len(iv) != _IV_BYTES[enc]:
+    if len(iv) != content.iv_bytes:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"IV length wrong for {enc}")
-    if len(tag) != _TAG_BYTES[enc]:
+    if len(tag) != content.tag_bytes:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"tag length wrong for {enc}")
     kid = header.get("kid")
     candidates = config.keys.candidates(kid if isinstance(kid, str) else None, alg)
     if alg == "dir":
-        candidates = [k for k in candidates if k.size == _CEK_BYTES[enc]]
+        candidates = [k for k in candidates if k.size == content.cek_bytes]
     if not candidates:
         raise Denied(DenialReason.DECRYPTION_KEY_UNKNOWN, f"no decryption key for {alg}")
     for key in candidates[:MAX_KEYS_TRIED]:

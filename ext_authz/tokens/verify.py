@@ -13,9 +13,9 @@ from collections.abc import Callable
 from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
 
+from ext_authz.algorithms import SIGNATURE_ALGORITHMS
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.jwks import KeySet, VerificationKey
-from ext_authz.policy.schema import SIGNATURE_ALGORITHMS
 from ext_authz.tokens.format import SignedToken
 
 # Only asymmetric algorithms are ever looked up: `none` and HS* are not in this table.
