@@ -7,6 +7,7 @@ Values are compared as JSON compares them (`json_equal`), not as Python does.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -29,6 +30,12 @@ def unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def no_constants(name: str) -> Any:
     """A `parse_constant` hook that refuses `NaN`, `Infinity` and `-Infinity`."""
     raise ValueError(f"{name} is not JSON")
+
+
+def loads(text: str | bytes) -> Any:
+    """`json.loads` with both refusals: raises `DuplicateMember` on a repeated member
+    and `ValueError` on `NaN`/`Infinity` or text that is not JSON (bytes must be UTF-8)."""
+    return json.loads(text, object_pairs_hook=unique_members, parse_constant=no_constants)
 
 
 def json_equal(left: Any, right: Any) -> bool:

@@ -8,9 +8,10 @@ trusted to find a key except `kid`, and only among the issuer's configured keys:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jws import JWSRegistry
 
 from ext_authz.algorithms import SIGNATURE_ALGORITHMS
@@ -19,7 +20,12 @@ from ext_authz.keys.jwks import KeySet, VerificationKey
 from ext_authz.tokens.format import SignedToken
 
 # Only asymmetric algorithms are ever looked up: `none` and HS* are not in this table.
-_ALGORITHMS = {name: JWSRegistry.algorithms[name] for name in SIGNATURE_ALGORITHMS}
+_REGISTRY = JWSRegistry(algorithms=SIGNATURE_ALGORITHMS)
+with warnings.catch_warnings():
+    # `EdDSA` is deprecated by RFC 9864 in favour of `Ed25519`, which issuers do not
+    # send yet; we accept it with Ed25519 keys only (see `ext_authz.algorithms`)
+    warnings.simplefilter("ignore", SecurityWarning)
+    _ALGORITHMS = {name: _REGISTRY.get_alg(name) for name in SIGNATURE_ALGORITHMS}
 
 
 def verify_jws(
