@@ -46,6 +46,7 @@ from ext_authz.tokens.format import (
 
 MAX_KEYS_TRIED = 4  # without a kid, this many keys of the right type at most
 
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _NAME = re.compile(r"[A-Za-z0-9_+-]{1,32}")
 _NESTED_CTY = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
@@ -161,7 +162,11 @@ def decrypt_token(token: str, config: DecryptionConfig | None) -> Decrypted:
         raise Denied(DenialReason.TOKEN_HEADER_INVALID, "header over the size limit")
     header = decode_json_object(header_raw, DenialReason.TOKEN_HEADER_INVALID, "header")
     alg, enc = _check_header(header, config)
-    encrypted_key, iv, _ciphertext, tag = (b64url_decode(p, "segment") for p in parts[1:])
+    # the ciphertext (the bulk of the token) is decoded once, by the JWE library, with
+    # the same strict decoder; here only its alphabet is checked
+    if not _SEGMENT.fullmatch(parts[3]) or len(parts[3]) % 4 == 1:
+        raise Denied(DenialReason.TOKEN_MALFORMED, "ciphertext is not base64url")
+    encrypted_key, iv, tag = (b64url_decode(p, "segment") for p in (parts[1], parts[2], parts[4]))
     content = CONTENT_ENCRYPTION[enc]
     if KEY_MANAGEMENT[alg].encrypted_key != bool(encrypted_key):
         raise Denied(DenialReason.TOKEN_MALFORMED, f"encrypted key does not fit {alg}")
