@@ -22,6 +22,7 @@ from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.envoy.response import check_response
 from ext_authz.errors import DenialReason, Denied
+from ext_authz.explain import explain
 from ext_authz.keys.decryption_keys import DecryptionKeyError, parse_decryption_jwks
 from ext_authz.keys.store import StaticKeys
 from ext_authz.policy import schema
@@ -992,3 +993,32 @@ def test_token_type_of_an_encrypted_token_is_the_signed_one(tmp_path: Path) -> N
     expect_allow(authorizer.check(request(typed)), CORP)
     untyped = encrypt_claims(claims, shared, "A256KW", "A256GCM")
     expect_deny(authorizer.check(request(untyped)), R.TOKEN_TYPE_NOT_ALLOWED)
+
+
+# explain runs the same pipeline on encrypted tokens -------------------------------
+
+
+@pytest.mark.parametrize("name", list(REFUSALS))
+def test_explain_gives_the_servers_verdict_on_every_refusal(
+    name: str, policy: Policy, authorizer: Authorizer
+) -> None:
+    case = REFUSALS[name]
+    view = request(case.token, raw=case.raw_authorization)
+    keys = StaticKeys(
+        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
+    )
+    result = explain(policy, keys, view, FixedClock(NOW))
+    assert result.decision == authorizer.check(view)
+    failed = [line for line in result.text().splitlines() if ": FAILED " in line]
+    assert len(failed) == 1 and f"FAILED {case.expect.value}" in failed[0], result.text()
+
+
+def test_explain_shows_the_decryption_steps(policy: Policy) -> None:
+    keys = StaticKeys(
+        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
+    )
+    text = explain(policy, keys, request(_provider_token()), FixedClock(NOW)).text()
+    assert "decryption: alg RSA-OAEP-256, enc A256GCM, key enc-rsa-1" in text
+    assert "nested token: a signed JWT" in text
+    assert "replicated claims: equal: iss, sub, aud" in text
+    assert "FAILED" not in text
