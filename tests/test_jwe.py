@@ -1022,3 +1022,17 @@ def test_explain_shows_the_decryption_steps(policy: Policy) -> None:
     assert "nested token: a signed JWT" in text
     assert "replicated claims: equal: iss, sub, aud" in text
     assert "FAILED" not in text
+
+
+def test_a_ciphertext_in_non_canonical_base64url_is_malformed(authorizer: Authorizer) -> None:
+    """Decoded once, by the library's strict decoder: still `token_malformed`, not a
+    decryption failure."""
+    token = _nested()
+    parts = token.split(".")
+    last = parts[3][-1]
+    assert len(parts[3]) % 4 in (2, 3)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    parts[3] = parts[3][:-1] + alphabet[alphabet.index(last) | 1]  # stray low bits
+    expect_deny(authorizer.check(request(".".join(parts))), R.TOKEN_MALFORMED)
+    parts[3] = parts[3][:-1] + "+"
+    expect_deny(authorizer.check(request(".".join(parts))), R.TOKEN_MALFORMED)

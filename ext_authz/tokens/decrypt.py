@@ -13,6 +13,7 @@ failure of the cryptography itself is `decryption_failed`, and clients see one 4
 
 from __future__ import annotations
 
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -221,6 +222,10 @@ def _attempt(token: str, key: DecryptionKey, registry: JWERegistry) -> bytes | N
         # the message names a registered member, never the token's value
         raise Denied(
             DenialReason.TOKEN_HEADER_INVALID, "a header member has the wrong type"
+        ) from None
+    except binascii.Error:  # the library's strict base64url decoder, on the ciphertext
+        raise Denied(
+            DenialReason.TOKEN_MALFORMED, "ciphertext is not canonical base64url"
         ) from None
     except (*_KEY_ERRORS, ValueError):
         # the cryptography failed with this key (`cryptography` raises ValueError for an
