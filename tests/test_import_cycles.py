@@ -135,7 +135,7 @@ def test_the_only_cycle_left_runs_from_keys_to_policy() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="keys/ still reads the policy's IssuerPolicy and KeySettings (keys/cache.py, "
+    reason="keys/ still reads the policy's IssuerPolicy and KeySettings (keys/cache.py, slot.py, "
     "fetch.py, manager.py) and keys/status_cli.py loads a policy: keys <-> policy",
 )
 def test_no_cycle_between_packages() -> None:
