@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fixtures import BenchIssuer, mint, mint_distinct, write_policy
+from bench.otlp_sink import otlp_sink
 from bench.procs import (
     LOOPBACK,
     BenchError,
@@ -41,13 +42,17 @@ class Case:
     log_level: str  # the server's --log-level; decision lines are INFO
     tokens: str  # "seen" or "unseen"
     workers: int = 16  # thread-pool size of the sync servers
+    tracing: bool = False  # --otlp-endpoint: a span per check, exported over OTLP/HTTP
 
     @property
     def label(self) -> str:
         pool = f", {self.workers} threads" if self.model == "sync" else ""
         if self.handler == "trivial":
             return f"{self.model}{pool}, trivial handler (answers OK)"
-        return f"{self.model}{pool}, real handler, {self.tokens} token, log {self.log_level}"
+        traced = ", traced (OTLP)" if self.tracing else ""
+        return (
+            f"{self.model}{pool}, real handler, {self.tokens} token, log {self.log_level}{traced}"
+        )
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,10 @@ def _case(
     return Case(name, model, handler, level, tokens, workers)
 
 
+TRACED_CASES = (
+    Case("sync-seen-info-traced", "sync", "real", "info", "seen", SHIPPED_WORKERS, True),
+    Case("sync-unseen-info-traced", "sync", "real", "info", "unseen", SHIPPED_WORKERS, True),
+)
 ALL_CASES = (
     _case("sync", "trivial", "warning", "seen"),
     _case("aio", "trivial", "warning", "seen"),
@@ -88,6 +97,7 @@ ALL_CASES = (
     _case("sync", "real", "info", "seen", workers=2),
     _case("sync", "real", "info", "unseen", workers=2),
     _case("sync", "real", "info", "seen", workers=16),
+    *TRACED_CASES,
 )
 QUICK_CASES = tuple(
     c
@@ -102,6 +112,7 @@ QUICK_CASES = tuple(
         "sync-unseen-info",
         "aio-unseen-info",
         "sync-seen-info-w2",
+        "sync-seen-info-traced",
     }
 )
 
@@ -125,7 +136,9 @@ QUICK = Settings(
 )
 
 
-def server_command(case: Case, policy: Path, port: int) -> list[str]:
+def server_command(
+    case: Case, policy: Path, port: int, otlp_endpoint: str | None = None
+) -> list[str]:
     listen = f"{LOOPBACK}:{port}"
     if case.handler == "trivial":
         return python_module(
@@ -138,6 +151,7 @@ def server_command(case: Case, policy: Path, port: int) -> list[str]:
             str(case.workers),
         )
     if case.model == "sync":
+        traced = ["--otlp-endpoint", otlp_endpoint] if case.tracing and otlp_endpoint else []
         return python_module(
             "ext_authz",
             "serve",
@@ -149,6 +163,7 @@ def server_command(case: Case, policy: Path, port: int) -> list[str]:
             case.log_level,
             "--workers",
             str(case.workers),
+            *traced,
         )
     return python_module(
         "bench.aio_server",
@@ -232,6 +247,7 @@ def _summary(case: Case, trials: list[dict[str, Any]]) -> dict[str, Any]:
         "log_level": case.log_level,
         "tokens": case.tokens,
         "workers": case.workers,
+        "tracing": case.tracing,
         "checks": trials[0]["checks"],
         "trials": len(trials),
         "server_us": float(statistics.median(us)),
@@ -271,14 +287,14 @@ def run(
     trials: dict[str, list[dict[str, Any]]] = {c.name: [] for c in settings.cases}
     profiles: list[dict[str, Any]] = []
     with ExitStack() as stack:
+        sink = stack.enter_context(otlp_sink())  # where the traced servers export
         servers: dict[str, tuple[Child, int]] = {}
         for case in settings.cases:
             port = free_port()
             # Decision lines (INFO) go to /dev/null: the default-logging case.
             stderr = None if case.log_level == "info" else work / f"{case.name}.stderr.log"
-            server = stack.enter_context(
-                child(case.name, server_command(case, policy, port), stderr)
-            )
+            command = server_command(case, policy, port, sink.endpoint)
+            server = stack.enter_context(child(case.name, command, stderr))
             servers[case.name] = (server, port)
         for server, port in servers.values():
             wait_grpc_serving(port, server)
@@ -311,10 +327,12 @@ def run(
                     summary["gil_held_share"] = summary["samples"] / (RATE * busy)
                 result.update(name=case.name, label=case.label, profile=summary)
                 profiles.append(result)
+        exported = sink.summary()
     return {
         "alg": issuer.alg,
         "concurrency": settings.concurrency,
         "rounds": settings.rounds,
         "results": [_summary(c, trials[c.name]) for c in settings.cases],
         "profiles": profiles,
+        "otlp_sink": exported,
     }

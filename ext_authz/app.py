@@ -23,6 +23,7 @@ from ext_authz.metrics import Metrics, serve_metrics
 from ext_authz.policy.loader import PolicyError, load_policy
 from ext_authz.policy.model import Policy
 from ext_authz.tokens.cache import VerifiedTokenCache
+from ext_authz.tracing import TracingError, start_tracing, stop_tracing
 
 log = logging.getLogger("ext_authz")
 
@@ -40,6 +41,7 @@ class ServeOptions:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     reload_interval: float = 2.0
+    otlp_endpoint: str | None = None
 
 
 class StartupError(Exception):
@@ -179,12 +181,19 @@ def serve(options: ServeOptions) -> int:
     except StartupError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
+    try:
+        tracer = start_tracing(options.otlp_endpoint)
+    except TracingError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
     clock = SystemClock()
     metrics = Metrics() if options.metrics_listen else None
     manager = key_manager(metrics, options.workers)
     holder = RuntimeHolder(Runtime(policy, manager), manager, options.workers)
     cache = VerifiedTokenCache(clock, maxsize=options.token_cache_size)
-    authorizer = Authorizer.over(holder, clock, cache)
+    authorizer = Authorizer.over(
+        holder if tracer is None else tracer.traced_runtime(holder), clock, cache
+    )
     observers: list[DecisionObserver] = [log_decision]
     if metrics is not None:
         observers.append(lambda decision, _id, seconds: metrics.observe_decision(decision, seconds))
@@ -196,6 +205,7 @@ def serve(options: ServeOptions) -> int:
             workers=options.workers,
             credentials=credentials,
             observers=observers,
+            tracer=tracer,
         )
         if metrics is not None and options.metrics_listen is not None:
             metrics.watch_runtime(holder.statuses, cache)
@@ -260,5 +270,6 @@ def serve(options: ServeOptions) -> int:
         stopping.wait(options.shutdown_delay)
     server.stop(options.grace).wait()
     holder.manager.stop()
+    stop_tracing(tracer)
     log.info("stopped")
     return 0

@@ -17,6 +17,7 @@ from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.jwks import VerificationKey
 from ext_authz.keys.store import KeyProvider
+from ext_authz.pipeline_trace import Phase, Step, Trace, route_conditions
 from ext_authz.policy.claim_headers import UnsafeClaim, claim_headers
 from ext_authz.policy.model import Access, IssuerPolicy, Policy, Requirement, Route
 from ext_authz.policy.routes import select_route
@@ -28,7 +29,7 @@ from ext_authz.tokens.credentials import bearer_token
 from ext_authz.tokens.decrypt import Decrypted, decrypt_token
 from ext_authz.tokens.format import SignedToken, decode_json_object, parse_signed, segment_count
 from ext_authz.tokens.verify import select_key, verify_jws
-from ext_authz.trace import Phase, Step, Trace, route_conditions
+from ext_authz.tracing import phase
 
 log = logging.getLogger("ext_authz.authorizer")
 
@@ -92,7 +93,7 @@ class Authorizer:
 
     def check(self, request: RequestView, trace: Trace | None = None) -> Decision:
         """Decide. Never raises: an unexpected error is a logged deny. With a `trace`,
-        each phase also reports what it found there (see `ext_authz.trace`)."""
+        each phase also reports what it found there (see `ext_authz.pipeline_trace`)."""
         runtime = self._runtime()
         try:
             return self._decide(runtime, request, trace)
@@ -220,7 +221,8 @@ class Authorizer:
         if encrypted:
             if trace is not None:
                 trace.phase = Phase.DECRYPTION
-            decrypted = decrypt_token(token, policy.decryption)
+            with phase("token.decrypt"):
+                decrypted = decrypt_token(token, policy.decryption)
             if trace is not None:
                 trace.held(Phase.DECRYPTION, _decrypted_text(decrypted))
                 trace.phase = Phase.NESTED

@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         default=2.0,
         help="seconds between checks of the policy and its files for changes (0: SIGHUP only)",
     )
+    serve.add_argument(
+        "--otlp-endpoint",
+        help="OTLP/HTTP base URL for traces, e.g. http://127.0.0.1:4318 (off; the "
+        "OTEL_EXPORTER_OTLP_* variables also turn it on)",
+    )
     serve.add_argument("--log-format", choices=["json", "text"], default="json")
     serve.add_argument("--log-level", default="info")
 
@@ -131,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                 tls_key=args.tls_key,
                 tls_client_ca=args.tls_client_ca,
                 reload_interval=args.reload_interval,
+                otlp_endpoint=args.otlp_endpoint,
             )
         )
     if args.command == "check-config":

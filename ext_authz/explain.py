@@ -1,7 +1,7 @@
 """`ext-authz explain`: the decision for one request, and why, step by step.
 
 The verdict and every step come from one run of the real `Authorizer` with a trace
-(`ext_authz.trace`): this module only renders what the pipeline reported, so the
+(`ext_authz.pipeline_trace`): this module only renders what the pipeline reported, so the
 explanation cannot drift from the server's decision. The token itself is never
 printed, and header values only with `show_values`.
 """
@@ -16,9 +16,9 @@ from ext_authz.clock import Clock
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.denial import challenge, http_status
 from ext_authz.keys.store import KeyProvider
+from ext_authz.pipeline_trace import Phase, Step, Trace
 from ext_authz.policy.model import Access, Policy, Route
 from ext_authz.request import RequestView
-from ext_authz.trace import Phase, Step, Trace
 
 
 @dataclass

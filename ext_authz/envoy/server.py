@@ -24,6 +24,7 @@ from ext_authz.decision_log import DecisionObserver, log_decision
 from ext_authz.envoy.request import BadCheckRequest, request_view
 from ext_authz.envoy.response import check_response
 from ext_authz.errors import DenialReason
+from ext_authz.tracing import CheckTracer, envoy_trace_headers
 
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 
@@ -36,10 +37,12 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         authorizer: Authorizer,
         realm: str = "ext-authz",
         observers: Sequence[DecisionObserver] | None = None,
+        tracer: CheckTracer | None = None,
     ) -> None:
         self._authorizer = authorizer
         self._realm = realm
         self._observers = tuple(observers) if observers is not None else (log_decision,)
+        self._tracer = tracer
 
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
@@ -50,7 +53,11 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         try:
             view = request_view(request)
             request_id = view.request_id
-            decision = self._authorizer.check(view)
+            tracer = self._tracer
+            if tracer is None:
+                decision = self._authorizer.check(view)
+            else:
+                decision = tracer.check(self._authorizer.check, view, envoy_trace_headers(request))
         except BadCheckRequest as bad:
             decision = Deny(DenialReason.REQUEST_INVALID, self._realm, detail=str(bad))
         except Exception:
@@ -74,6 +81,7 @@ def build_server(
     workers: int = 4,
     credentials: grpc.ServerCredentials | None = None,
     observers: Sequence[DecisionObserver] | None = None,
+    tracer: CheckTracer | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """A started-ready (not yet started) server, its health servicer and bound port."""
     server = grpc.server(
@@ -81,7 +89,7 @@ def build_server(
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)],
     )
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(authorizer, realm, observers), server
+        AuthorizationService(authorizer, realm, observers, tracer), server
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for service in ("", AUTHORIZATION_SERVICE):

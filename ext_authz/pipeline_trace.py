@@ -7,7 +7,7 @@ steps are the pipeline's own results, so the trace cannot disagree with the verd
 Without a trace the pipeline only tests `trace is not None` at each phase.
 
 Conditions name what was checked (a claim name, an algorithm, a route), never a token,
-a key or a claim value.
+a key or a claim value. (OpenTelemetry spans are another matter: `ext_authz.tracing`.)
 """
 
 from __future__ import annotations
