@@ -51,6 +51,7 @@ M = TypeVar("M", bound=BaseModel)
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 MAX_KEY_FILE_BYTES = 1024 * 1024
 _RESERVED_DRY_RUN = frozenset({"host", "authorization", "content-length", "content-type", "cookie"})
+_TOO_DEEP = "the JSON is nested too deeply"
 _ISSUER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -102,12 +103,19 @@ def load_policy(path: str | Path) -> Policy:
 def compile_policy_text(
     text: str, *, label: str, base_dir: Path, source: Path | None = None
 ) -> Policy:
+    """Validate and compile policy text. Raises `PolicyError`, and nothing else: a
+    policy edit must never take a running server down with it."""
     try:
         document = load_yaml(text)
+        return _Compiler(document, label, base_dir).run(source)
     except YamlSyntaxError as exc:
         raise PolicyError([PolicyProblem(label, exc.line, "", exc.message)]) from None
-    compiler = _Compiler(document, label, base_dir)
-    return compiler.run(source)
+    except PolicyError:
+        raise
+    except Exception as exc:
+        log.exception("policy loading failed unexpectedly")
+        problem = f"cannot be loaded ({type(exc).__name__}); see the log for details"
+        raise PolicyError([PolicyProblem(label, 1, "", problem)]) from None
 
 
 class _Compiler:
@@ -299,6 +307,9 @@ class _Compiler:
         except JwksError as exc:
             self.error(where, f"{relative}: {exc}")
             return None
+        except RecursionError:
+            self.error(where, f"{relative}: {_TOO_DEEP}")
+            return None
         return parsed.keys if self._usable(where, parsed.keys, parsed.skipped) else None
 
     def _decryption(self, model: PolicyModel) -> DecryptionConfig | None:
@@ -326,6 +337,9 @@ class _Compiler:
             keys = load_decryption_keys(path=path, inline=dec.jwks, env=dec.jwks_env)
         except DecryptionKeyError as exc:
             self.error(where, str(exc))
+            return None
+        except RecursionError:
+            self.error(where, _TOO_DEEP)
             return None
         algorithms = frozenset(dec.algorithms)
         unusable = [a for a in sorted(algorithms) if not any(k.fits(a) for k in keys.keys)]
