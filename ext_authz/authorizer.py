@@ -100,7 +100,10 @@ class Authorizer:
 
     def _decide(self, runtime: Runtime, request: RequestView) -> Decision:
         policy = runtime.policy
-        route = select_route(policy.routes, request)
+        try:
+            route = select_route(policy.routes, request)
+        except Denied as bad:  # a request no route can be judged on
+            return Deny(bad.reason, policy.realm, detail=bad.detail)
         if route is None:
             return Deny(DenialReason.NO_ROUTE, policy.realm)
         if route.access is Access.DENY:

@@ -19,8 +19,8 @@ from ext_authz.denial import challenge, http_status
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.store import KeyProvider
 from ext_authz.policy.claim_headers import claim_headers
-from ext_authz.policy.model import Access, IssuerPolicy, Policy, Route, RouteMatch
-from ext_authz.policy.routes import host_matches, prefix_matches
+from ext_authz.policy.model import Access, IssuerPolicy, Policy, Route
+from ext_authz.policy.routes import match_conditions, request_target
 from ext_authz.policy.rules import claim_holds
 from ext_authz.request import RequestView
 from ext_authz.tokens.claims import (
@@ -87,8 +87,15 @@ def _verdict(decision: Decision) -> str:
 
 def _explain_routes(policy: Policy, request: RequestView, say: Any) -> Route | None:
     say("route:")
+    try:
+        target = request_target(request)
+    except Denied as bad:
+        say(f"  request refused before matching: {bad.reason.value} ({bad.detail})")
+        return None
+    if (target.path, target.host) != (request.path, request.host):
+        say(f"  matched as: path {target.path} host={target.host or '-'}")
     for route in policy.routes:
-        checks = _match_checks(route.match, request)
+        checks = match_conditions(route.match, target)
         failed = [text for text, ok in checks if not ok]
         if failed:
             say(f"  - {route.name}: no ({'; '.join(failed)})")
@@ -115,26 +122,6 @@ def _access(route: Route) -> str:
     if requirement.encrypted:
         parts.append("encrypted token")
     return "require " + "; ".join(parts)
-
-
-def _match_checks(match: RouteMatch, request: RequestView) -> list[tuple[str, bool]]:
-    checks: list[tuple[str, bool]] = []
-    if match.methods is not None:
-        checks.append((f"method in {sorted(match.methods)}", request.method in match.methods))
-    if match.path is not None:
-        checks.append((f"path == {match.path}", request.path == match.path))
-    if match.path_prefix is not None:
-        held = prefix_matches(match.path_prefix, request.path)
-        checks.append((f"path under {match.path_prefix}", held))
-    if match.path_regex is not None:
-        held = match.path_regex.fullmatch(request.path) is not None
-        checks.append((f"path matches /{match.path_regex.pattern}/", held))
-    if match.hosts is not None:
-        checks.append((f"host in {list(match.hosts)}", host_matches(match.hosts, request.host)))
-    for key, value in match.context_extensions:
-        held = request.context_extensions.get(key) == value
-        checks.append((f"context_extensions.{key} == {value}", held))
-    return checks
 
 
 def _fail(say: Any, step: str, denied: Denied) -> None:

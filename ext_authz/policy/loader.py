@@ -34,6 +34,8 @@ from ext_authz.policy.model import (
     RouteMatch,
     UnsafeValues,
 )
+from ext_authz.policy.path_regex import compile_path_regex
+from ext_authz.policy.routes import normal_host, trim_slash
 from ext_authz.policy.schema import (
     SIGNATURE_ALGORITHMS,
     IssuerModel,
@@ -467,17 +469,27 @@ class _Compiler:
             return None
         hosts = None
         if model.hosts is not None:
-            hosts = tuple(h.lower() for h in model.hosts)
+            hosts = tuple(normal_host(h) for h in model.hosts)
             for j, host in enumerate(hosts):
                 if "*" in host and not (host.startswith("*.") and "*" not in host[2:]):
                     self.error((*where, "hosts", j), "a wildcard host looks like '*.example.com'")
+
+        def fold(path: str | None) -> str | None:
+            return path if path is None or model.case_sensitive else path.lower()
+
+        exact = fold(model.path)
         return RouteMatch(
-            path=model.path,
-            path_prefix=model.path_prefix,
-            path_regex=re.compile(model.path_regex) if model.path_regex is not None else None,
+            path=trim_slash(exact) if exact is not None else None,
+            path_prefix=fold(model.path_prefix),
+            path_regex=(
+                compile_path_regex(model.path_regex, case_sensitive=model.case_sensitive)
+                if model.path_regex is not None
+                else None
+            ),
             methods=frozenset(model.methods) if model.methods is not None else None,
             hosts=hosts,
             context_extensions=tuple(sorted((model.context_extensions or {}).items())),
+            case_sensitive=model.case_sensitive,
         )
 
     def _claim_rule(self, where: FieldPath, claim: str, expected: Any) -> ClaimRule | None:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
+from ext_authz.policy.path_regex import compile_path_regex
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -155,6 +156,7 @@ class MatchModel(_Strict):
     methods: list[NonEmptyStr] | None = None
     hosts: list[NonEmptyStr] | None = None
     context_extensions: dict[str, str] | None = None
+    case_sensitive: bool = True
 
     @field_validator("path", "path_prefix")
     @classmethod
@@ -167,10 +169,7 @@ class MatchModel(_Strict):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_path_regex(value)  # a ValueError names what RE2 refuses
         return value
 
     @field_validator("methods")
