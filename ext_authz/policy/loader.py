@@ -193,8 +193,10 @@ class _Compiler:
             route = self._route(index, route_model, model.issuers.keys())
             if route is not None:
                 routes.append(route)
+        # Every route's dry-run header, dry-run or not: a client must never be able to
+        # send its own to the upstream.
         identity_headers = frozenset(m.header for r in routes for m in r.headers) | {
-            r.dry_run_header for r in routes if r.dry_run
+            r.dry_run_header for r in routes
         }
         decryption = self._decryption(model)
         self._check_unsigned_encrypted(issuers, decryption)
