@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.clock import FixedClock
@@ -219,3 +221,36 @@ def test_the_regex_module_is_re2() -> None:
     )
     assert policy_regex is not None
     assert not isinstance(policy_regex, re.Pattern)
+
+
+_SEGMENT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-._", min_size=1, max_size=8)
+_PARAMETER = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789=,-", max_size=8)
+
+
+@given(
+    st.lists(
+        st.sampled_from(["admin", "ops", "secret", "reports", "1", "x"]) | _SEGMENT, max_size=4
+    ),
+    st.lists(st.tuples(st.integers(0, 3), _PARAMETER), max_size=3),
+    st.booleans(),
+)
+def test_parameters_and_a_trailing_slash_never_change_the_route(
+    segments: list[str], parameters: list[tuple[int, str]], slash: bool
+) -> None:
+    plain = "/" + "/".join(segments)
+    written = list(segments) or [""]
+    for index, parameter in parameters:
+        written[index % len(written)] += ";" + parameter
+    spelled = "/" + "/".join(written) + ("/" if slash and segments else "")
+    policy = _FORMS_POLICY
+    plain_route = choose_route(policy.routes, _view(plain)).route
+    spelled_route = choose_route(policy.routes, _view(spelled)).route
+    assert plain_route is not None and spelled_route is not None
+    assert spelled_route.name == plain_route.name, (plain, spelled)
+
+
+def _view(path: str) -> RequestView:
+    return RequestView(method="GET", path=path, host="www.example.com", headers={})
+
+
+_FORMS_POLICY = compile_policy_text(POLICY_TEXT, label="t.yaml", base_dir=Path("."))
