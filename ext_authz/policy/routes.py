@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.policy.model import Route, RouteMatch
@@ -24,8 +24,7 @@ MAX_PATH_LENGTH = 8192
 _PATH_PARAMETERS = re.compile(r";[^/]*")
 
 
-@dataclass(frozen=True, slots=True)
-class RequestTarget:
+class RequestTarget(NamedTuple):
     """The request as route matching reads it."""
 
     method: str
@@ -34,24 +33,28 @@ class RequestTarget:
     context_extensions: Mapping[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class RouteChoice:
+class RouteChoice(NamedTuple):
     route: Route | None
     target: RequestTarget
 
 
 def request_target(request: RequestView) -> RequestTarget:
     """The normal form of the request, or `Denied(REQUEST_INVALID)`."""
-    if len(request.path) > MAX_PATH_LENGTH:
+    path, host = _normal_forms(request)
+    return RequestTarget(request.method, path, host, request.context_extensions)
+
+
+def _normal_forms(request: RequestView) -> tuple[str, str]:
+    path, host = request.path, request.host
+    if len(path) > MAX_PATH_LENGTH:
         raise Denied(DenialReason.REQUEST_INVALID, f"path longer than {MAX_PATH_LENGTH}")
-    if "," in request.host:
+    if "," in host:
         raise Denied(DenialReason.REQUEST_INVALID, "several Host values")
-    return RequestTarget(
-        method=request.method,
-        path=normal_path(request.path),
-        host=normal_host(request.host),
-        context_extensions=request.context_extensions,
-    )
+    if ";" in path:
+        path = _PATH_PARAMETERS.sub("", path)
+    # `normal_host`, with its common case inline: this runs on every check
+    host = normal_host(host) if host.endswith((".", ":")) or ".:" in host else host.lower()
+    return path, host
 
 
 def choose_route(routes: tuple[Route, ...], request: RequestView) -> RouteChoice:
@@ -65,7 +68,13 @@ def choose_route(routes: tuple[Route, ...], request: RequestView) -> RouteChoice
 
 
 def select_route(routes: tuple[Route, ...], request: RequestView) -> Route | None:
-    return choose_route(routes, request).route
+    """`choose_route` without the normal form, for the hot path."""
+    path, host = _normal_forms(request)
+    method, extensions = request.method, request.context_extensions
+    for route in routes:
+        if _matches(route.match, method, path, host, extensions):
+            return route
+    return None
 
 
 def normal_path(path: str) -> str:
@@ -75,6 +84,8 @@ def normal_path(path: str) -> str:
 def normal_host(host: str) -> str:
     """Lower-case, without an empty port (`name:`) or trailing dots (`name.`,
     `name.:80`). An IPv6 literal keeps its brackets."""
+    if not host.endswith((".", ":")) and ".:" not in host:
+        return host.lower()  # the common case, already normal but for case
     host = host.lower()
     if host.startswith("["):
         end = host.find("]")
@@ -93,31 +104,55 @@ def trim_slash(path: str) -> str:
 
 
 def route_matches(match: RouteMatch, target: RequestTarget) -> bool:
-    return all(held for _, held in conditions(match, target))
+    return _matches(match, *target)
+
+
+def _matches(
+    match: RouteMatch, method: str, path: str, host: str, extensions: Mapping[str, str]
+) -> bool:
+    """Every condition of `match` holds (the hot path: `conditions` names the same
+    checks one by one, for `explain`)."""
+    if match.methods is not None and method not in match.methods:
+        return False
+    if not (
+        match.path is None and match.path_prefix is None and match.path_regex is None
+    ) and not _path_holds(match, path if match.case_sensitive else path.lower()):
+        return False
+    if match.hosts is not None and not host_matches(match.hosts, host):
+        return False
+    for key, value in match.context_extensions:  # noqa: SIM110 (a loop is faster than all())
+        if extensions.get(key) != value:
+            return False
+    return True
 
 
 def conditions(match: RouteMatch, target: RequestTarget) -> Iterator[tuple[str, bool]]:
     """Each condition `match` sets, in order, as (condition name, whether it holds);
-    `describe` words a condition for `explain`. Consumers stop at the first failure."""
-    path = target.path if match.case_sensitive else target.path.lower()
+    `describe` words a condition for `explain`."""
     if match.methods is not None:
         yield "methods", target.method in match.methods
-    if match.path is not None:
-        yield "path", trim_slash(path) == match.path
-    if match.path_prefix is not None:
-        yield "path_prefix", prefix_matches(match.path_prefix, path)
-    if match.path_regex is not None:
-        regex = match.path_regex
-        trimmed = trim_slash(path)
-        yield (
-            "path_regex",
-            regex.fullmatch(path) is not None
-            or (trimmed != path and regex.fullmatch(trimmed) is not None),
-        )
+    if not (match.path is None and match.path_prefix is None and match.path_regex is None):
+        path = target.path if match.case_sensitive else target.path.lower()
+        name = "path" if match.path else "path_prefix" if match.path_prefix else "path_regex"
+        yield name, _path_holds(match, path)
     if match.hosts is not None:
         yield "hosts", host_matches(match.hosts, target.host)
     for key, value in match.context_extensions:
         yield f"context_extensions.{key}", target.context_extensions.get(key) == value
+
+
+def _path_holds(match: RouteMatch, path: str) -> bool:
+    """The one path condition of `match` (path, path_prefix or path_regex) holds."""
+    if match.path is not None:
+        return trim_slash(path) == match.path
+    if match.path_prefix is not None:
+        return prefix_matches(match.path_prefix, path)
+    regex = match.path_regex
+    assert regex is not None
+    if regex.fullmatch(path) is not None:
+        return True
+    trimmed = trim_slash(path)
+    return trimmed != path and regex.fullmatch(trimmed) is not None
 
 
 def describe(match: RouteMatch, condition: str) -> str:
