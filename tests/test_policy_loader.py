@@ -1103,3 +1103,24 @@ def test_error_in_a_repeated_key_points_at_the_value_used(tmp_path: Path) -> Non
         (6, "a duration is a number of seconds or a string like 30s, 10m, 24h"),
         (6, "duplicate key"),
     ]
+
+
+def test_a_broken_route_does_not_hide_or_invent_other_problems(tmp_path: Path) -> None:
+    """When the document is invalid, the parts valid on their own are still compiled:
+    their own problems are reported in the same run, and a valid decryption section
+    keeps backing the issuers' unsigned_encrypted_keys (no invented problems)."""
+    from tests.support.jwe_tokens import SHARED_CORP, decryption_yaml, jwe_policy_yaml
+    from tests.support.tokens import CORP
+
+    text = jwe_policy_yaml(
+        CORP,
+        decryption=decryption_yaml(keys=[SHARED_CORP]),
+        unsigned_keys={CORP.name: [SHARED_CORP.kid]},
+        routes="routes:\n  - { name: r, match: { pth: /a }, deny: true }\n"
+        "  - { name: s, match: { path: /b }, require: { issuers: [nobody] } }\n",
+    )
+    problems = problems_of(tmp_path, text)
+    assert [(p.field, p.message) for p in problems] == [
+        ("routes[0].match.pth", "unknown field"),
+        ("routes[1].require.issuers[0]", "unknown issuer 'nobody'"),
+    ]

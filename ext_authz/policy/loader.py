@@ -40,6 +40,7 @@ from ext_authz.policy.routes import normal_host, trim_slash
 from ext_authz.policy.schema import (
     SIGNATURE_ALGORITHMS,
     AnyOfModel,
+    DecryptionModel,
     IssuerModel,
     KeysSettingsModel,
     MatchModel,
@@ -127,6 +128,7 @@ class _Compiler:
         self.base_dir = base_dir
         self.problems: list[PolicyProblem] = []
         self.files: list[Path] = []
+        self.decryption_broken = False  # reported already: its key ids are unknown
 
     def error(self, path: FieldPath, message: str) -> None:
         self.problems.append(
@@ -174,6 +176,10 @@ class _Compiler:
 
         issuers = data.get("issuers")
         routes = data.get("routes")
+        decryption = data.get("decryption")
+        if decryption is not None:
+            decryption = valid(DecryptionModel, decryption)
+            self.decryption_broken = decryption is None
         parts = PolicyModel.model_construct(
             issuers={
                 name: issuer
@@ -181,7 +187,7 @@ class _Compiler:
                 if (issuer := valid(IssuerModel, part)) is not None
             },
             keys=valid(KeysSettingsModel, data.get("keys", {})) or KeysSettingsModel(),
-            decryption=None,
+            decryption=decryption,
             routes=[],
             realm="-",
         )
@@ -224,7 +230,8 @@ class _Compiler:
             r.dry_run_header for r in routes
         }
         decryption = self._decryption(model)
-        self._check_unsigned_encrypted(issuers, decryption)
+        if not self.decryption_broken:
+            self._check_unsigned_encrypted(issuers, decryption)
         return Policy(
             realm=model.realm,
             issuers=MappingProxyType(issuers),
