@@ -254,3 +254,15 @@ def _view(path: str) -> RequestView:
 
 
 _FORMS_POLICY = compile_policy_text(POLICY_TEXT, label="t.yaml", base_dir=Path("."))
+
+
+def test_explain_shows_the_path_as_matched(tmp_path: Path) -> None:
+    from ext_authz.explain import explain
+
+    policy = _policy(tmp_path, POLICY_TEXT)
+    view = RequestView(
+        method="GET", path="/admin;jsessionid=x/users", host="WWW.Example.com.", headers={}
+    )
+    text = explain(policy, StaticKeys({}), view, FixedClock(NOW)).text()
+    assert "path /admin/users host=www.example.com" in text
+    assert "admin: MATCH" in text
