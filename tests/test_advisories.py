@@ -1157,6 +1157,7 @@ def test_docs_security_md_quotes_the_limits_in_force() -> None:
         "MAX_POLICY_BYTES": loader.MAX_POLICY_BYTES,
         "MAX_KEY_FILE_BYTES": loader.MAX_KEY_FILE_BYTES,
         "MAX_DEPTH": yaml_source.MAX_DEPTH,
+        "MAX_NODES": yaml_source.MAX_NODES,
         "MAX_PATH_LENGTH": routes.MAX_PATH_LENGTH,
         "MAX_DISCOVERY_BYTES": fetch.MAX_DISCOVERY_BYTES,
         "MAX_DECRYPTION_KEYS": decryption_keys.MAX_DECRYPTION_KEYS,

@@ -19,7 +19,7 @@ import pytest
 
 from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.policy.loader import PolicyError, compile_policy_text, load_policy
-from ext_authz.policy.yaml_source import MAX_DEPTH
+from ext_authz.policy.yaml_source import MAX_DEPTH, MAX_NODES
 from tests.support.grpc_check import CheckClient
 from tests.support.processes import free_port, running
 from tests.support.tokens import CORP, policy_yaml
@@ -64,6 +64,9 @@ BAD: dict[str, Bad] = {
     "block-nested-thousands-deep": Bad(_deep_block(1500), MAX_DEPTH + 1, "nested deeper"),
     "alias-bomb": Bad(ALIAS_BOMB, 1, "anchors and aliases are not allowed"),
     "one-anchor": Bad(GOOD.replace("  ci:", "  ci: &c"), 2, "anchors and aliases"),
+    "too-many-nodes": Bad(
+        "routes: []\nrealm:\n" + "  - x\n" * MAX_NODES, MAX_NODES - 2, "more than"
+    ),
     "integer-too-long": Bad(GOOD + "realm: " + "9" * 5000 + "\n", 1, "unreadable value"),
     "key-file-nested-json": Bad(GOOD, 4, "nested too deeply", key_file=DEEP_JSON),
 }

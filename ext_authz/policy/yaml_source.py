@@ -5,8 +5,8 @@ PyYAML builds the document; a walk over its node tree records, for each field pa
 which plain YAML loading would silently merge.
 
 What a policy never needs is refused before it can cost anything: control
-characters, nesting deeper than `MAX_DEPTH`, and anchors and aliases (a few hundred
-bytes of nested aliases expand to billions of nodes). Every refusal is a
+characters, nesting deeper than `MAX_DEPTH`, more than `MAX_NODES` nodes, and anchors
+and aliases (a few hundred bytes of nested aliases expand to billions of nodes). Every refusal is a
 `YamlSyntaxError` with a line, never another exception.
 """
 
@@ -23,6 +23,7 @@ from yaml.events import AliasEvent, CollectionStartEvent
 FieldPath = tuple[str | int, ...]
 
 MAX_DEPTH = 64
+MAX_NODES = 50_000  # values, lists and mappings; a large policy has a few thousand
 # What YAML 1.1 and JSON both refuse, plus what an editor would hide: C0 controls other
 # than tab, LF and CR; DEL; C1 controls other than NEL; lone surrogates; the BOM inside.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x80-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
@@ -59,6 +60,7 @@ class _PolicyLoader(yaml.SafeLoader):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         event = self.peek_event()  # type: ignore[no-untyped-call]
@@ -66,6 +68,9 @@ class _PolicyLoader(yaml.SafeLoader):
             raise ComposerError(
                 None, None, "YAML anchors and aliases are not allowed", _mark(event)
             )
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise ComposerError(None, None, f"more than {MAX_NODES} YAML nodes", _mark(event))
         if isinstance(event, CollectionStartEvent):
             self._depth += 1
             if self._depth > MAX_DEPTH:
