@@ -256,7 +256,7 @@ def _keys(args: argparse.Namespace) -> int:
     from ext_authz.keys.generate import generate, public_jwks
 
     if args.keys_command == "status":
-        from ext_authz.keys.status_cli import keys_status
+        from ext_authz.keys_status import keys_status
 
         return keys_status(args.config, timeout=args.timeout)
     try:

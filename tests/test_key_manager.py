@@ -24,8 +24,9 @@ from ext_authz.keys.bucket import REFETCH_BURST
 from ext_authz.keys.events import KeyEvent, KeyOrigin
 from ext_authz.keys.fetch import FetchedKeys, HttpJwksFetcher, ttl_from_cache_control
 from ext_authz.keys.manager import KeyManager, retry_delay
+from ext_authz.keys.source import KeySource
 from ext_authz.keys.store import KeyStatus
-from ext_authz.policy.model import IssuerPolicy, Policy
+from ext_authz.policy.model import Policy
 from tests.support import tokens
 from tests.support.jwks_server import JwksServer, jwks_server
 from tests.support.keys import (
@@ -508,8 +509,8 @@ class SlowClose:
         self.close_delay = close_delay
         self.closing = threading.Event()
 
-    async def fetch(self, issuer: IssuerPolicy) -> FetchedKeys:
-        return await self.real.fetch(issuer)
+    async def fetch(self, source: KeySource) -> FetchedKeys:
+        return await self.real.fetch(source)
 
     async def aclose(self) -> None:
         self.closing.set()
@@ -666,4 +667,4 @@ def test_ttl_from_cache_control(
     tmp_path: Path, server: JwksServer, header: str | None, expected: float
 ) -> None:
     issuer = make_policy(tmp_path, [corp_remote(server)]).issuers["corp"]
-    assert ttl_from_cache_control(header, issuer) == expected
+    assert ttl_from_cache_control(header, issuer.source.settings) == expected

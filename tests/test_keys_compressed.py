@@ -131,7 +131,7 @@ def fetch_measured(target: IssuerPolicy) -> tuple[FetchError | None, int]:
     async def run() -> FetchError | None:
         fetcher = HttpJwksFetcher()
         try:
-            await fetcher.fetch(target)
+            await fetcher.fetch(target.source)
         except FetchError as exc:
             return exc
         finally:

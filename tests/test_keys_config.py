@@ -37,7 +37,7 @@ def test_accepted_cache_settings(tmp_path: Path, value: str, target: RedisTarget
     policy = compile_policy_text(
         ISSUER + f"keys:\n  cache: {value!r}\n" + ROUTES, label="p", base_dir=tmp_path
     )
-    assert policy.issuers["corp"].keys.cache == value
+    assert policy.issuers["corp"].source.settings.cache == value
     parsed = parse_cache_url(value)
     if target is None:
         assert parsed is None
@@ -84,14 +84,15 @@ def test_cache_dir_is_relative_to_the_policy_file(tmp_path: Path) -> None:
     relative = compile_policy_text(
         ISSUER + "keys:\n  cache_dir: state/keys\n" + ROUTES, label="p", base_dir=tmp_path
     )
-    assert relative.issuers["corp"].keys.cache_dir == (tmp_path / "state" / "keys").resolve()
+    settings = relative.issuers["corp"].source.settings
+    assert settings.cache_dir == (tmp_path / "state" / "keys").resolve()
     absolute = compile_policy_text(
         ISSUER + "keys:\n  cache_dir: /var/cache/ext-authz\n" + ROUTES, label="p", base_dir=tmp_path
     )
-    assert absolute.issuers["corp"].keys.cache_dir == Path("/var/cache/ext-authz")
+    assert absolute.issuers["corp"].source.settings.cache_dir == Path("/var/cache/ext-authz")
     default = compile_policy_text(ISSUER + ROUTES, label="p", base_dir=tmp_path)
-    assert default.issuers["corp"].keys.cache_dir is None
-    assert default.issuers["corp"].keys.cache == "memory"
+    assert default.issuers["corp"].source.settings.cache_dir is None
+    assert default.issuers["corp"].source.settings.cache == "memory"
 
 
 def test_per_issuer_overrides_inherit_the_rest(tmp_path: Path) -> None:

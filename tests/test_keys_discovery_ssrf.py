@@ -73,7 +73,7 @@ def fetch(issuer: IssuerPolicy, transport: httpx.AsyncBaseTransport) -> FetchedK
     async def run() -> FetchedKeys | FetchError:
         fetcher = HttpJwksFetcher(transport=transport)
         try:
-            return await fetcher.fetch(issuer)
+            return await fetcher.fetch(issuer.source)
         except FetchError as exc:
             return exc
         finally:

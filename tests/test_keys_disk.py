@@ -73,7 +73,7 @@ def managers() -> Iterator[Managers]:
 
 
 def cache_file(tmp_path: Path, policy: Policy) -> Path:
-    return tmp_path / "key-cache" / f"jwks-{store_id(policy.issuers['corp'])}.json"
+    return tmp_path / "key-cache" / f"jwks-{store_id(policy.issuers['corp'].source)}.json"
 
 
 def test_the_last_good_key_set_is_written_atomically_and_privately(

@@ -183,7 +183,8 @@ def test_random_kids_on_every_replica_cost_one_fleet_bucket(
     assert flood(100) == {KEY_UNKNOWN}
     assert server.count() == second
     with redis.client() as client:
-        bucket = client.get(f"{KEY_PREFIX}:refetch-bucket:{store_id(policy.issuers['corp'])}")
+        corp = store_id(policy.issuers["corp"].source)
+        bucket = client.get(f"{KEY_PREFIX}:refetch-bucket:{corp}")
     assert bucket is not None
     assert float(bucket) > clock.now()  # the time the fleet's bucket is full again
 
@@ -196,7 +197,7 @@ def test_the_fetch_lock_is_redis_pys_lock_and_is_released(
     assert manager.wait_attempted(10)
     assert server.count() == 1
     with redis.client() as client:
-        assert not client.exists(f"{KEY_PREFIX}:lock:{store_id(policy.issuers['corp'])}")
+        assert not client.exists(f"{KEY_PREFIX}:lock:{store_id(policy.issuers['corp'].source)}")
 
 
 def test_a_new_kid_fetched_by_one_replica_serves_the_other(
@@ -278,7 +279,7 @@ def test_redis_coming_back_is_used_again(
         eventually(lambda: manager.report()["corp"].fetched_at == clock.now())
         eventually(lambda: manager.report()["corp"].cache == again.url)
         with again.client() as client:
-            assert client.exists(f"{KEY_PREFIX}:jwks:{store_id(policy.issuers['corp'])}")
+            assert client.exists(f"{KEY_PREFIX}:jwks:{store_id(policy.issuers['corp'].source)}")
     assert "shared key cache reachable again" in [r.getMessage() for r in caplog.records]
 
 
@@ -297,7 +298,7 @@ def test_a_bad_shared_entry_is_ignored(
 ) -> None:
     policy = shared_policy(tmp_path, server, redis.url)
     with redis.client() as client:
-        client.set(f"{KEY_PREFIX}:jwks:{store_id(policy.issuers['corp'])}", value)
+        client.set(f"{KEY_PREFIX}:jwks:{store_id(policy.issuers['corp'].source)}", value)
     manager = replicas.start(policy, FixedClock(NOW))
     assert manager.wait_attempted(10)
     report = manager.report()["corp"]

@@ -21,12 +21,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
+from ext_authz.keys.source import KeySourceKind
 from ext_authz.policy.loader import PolicyError, PolicyProblem, compile_policy_text, load_policy
 from ext_authz.policy.model import (
     Access,
     ClaimRule,
     HeaderMapping,
-    KeySourceKind,
     Policy,
 )
 from ext_authz.policy.schema import SIGNATURE_ALGORITHMS, parse_duration
@@ -1003,7 +1003,7 @@ def test_durations_parse_to_seconds(tmp_path: Path, written: str, seconds: float
     )
     corp = policy.issuers["corp"]
     assert corp.leeway == pytest.approx(seconds)
-    assert corp.keys.refetch_cooldown == pytest.approx(seconds)
+    assert corp.source.settings.refetch_cooldown == pytest.approx(seconds)
     assert parse_duration(written) == pytest.approx(seconds)
 
 

@@ -27,10 +27,11 @@ from typing import Any, TypeVar
 
 from aiocache.serializers import BaseSerializer  # type: ignore[import-untyped]
 
+from ext_authz import strict_json
 from ext_authz.clock import Clock
 from ext_authz.keys.bucket import BucketRule
 from ext_authz.keys.redis_url import CacheUrlError, RedisTarget, parse_cache_url
-from ext_authz.policy.model import IssuerPolicy
+from ext_authz.keys.source import KeySource
 
 log = logging.getLogger("ext_authz.keys")
 
@@ -79,8 +80,8 @@ class CachedJwks:
     def refresh_at(self, share: float) -> float:
         return self.fetched_at + self.ttl * share
 
-    def belongs_to(self, issuer: IssuerPolicy) -> bool:
-        return self.issuer == issuer.issuer and self.source == issuer.source.url
+    def belongs_to(self, source: KeySource) -> bool:
+        return self.issuer == source.issuer and self.source == source.url
 
     def dumps(self) -> str:
         return json.dumps(
@@ -100,8 +101,8 @@ class CachedJwks:
         if len(text) > MAX_ENTRY_CHARS:
             raise CacheEntryError("cached key set is too large")
         try:
-            data: Any = json.loads(text)
-        except ValueError:
+            data: Any = strict_json.loads(text)
+        except (ValueError, RecursionError):
             raise CacheEntryError("cached key set is not JSON") from None
         if not isinstance(data, dict) or data.get("version") != ENTRY_VERSION:
             raise CacheEntryError("cached key set has an unknown format")
@@ -148,10 +149,10 @@ class EntrySerializer(BaseSerializer):  # type: ignore[misc]
         return CachedJwks.loads(value)
 
 
-def store_id(issuer: IssuerPolicy) -> str:
+def store_id(source: KeySource) -> str:
     """A stable name for an issuer's key set, the same in every replica and across
     restarts: derived from its `iss` and key URL, not from the local issuer name."""
-    material = f"{issuer.issuer}\n{issuer.source.url or ''}".encode()
+    material = f"{source.issuer}\n{source.url or ''}".encode()
     return hashlib.sha256(material).hexdigest()[:32]
 
 
@@ -324,9 +325,9 @@ def _open_redis(target: RedisTarget, op_timeout: float) -> Any:
 class IssuerStore:
     """One issuer's view of a `KeyCache`: its key set and its coordination keys."""
 
-    def __init__(self, cache: KeyCache, issuer: IssuerPolicy) -> None:
+    def __init__(self, cache: KeyCache, source: KeySource) -> None:
         self.cache = cache
-        self.id = store_id(issuer)
+        self.id = store_id(source)
         self._jwks_key = f"{KEY_PREFIX}:jwks:{self.id}"
         self._lock_key = f"{KEY_PREFIX}:lock:{self.id}"
         self._bucket_key = f"{KEY_PREFIX}:refetch-bucket:{self.id}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import re
 import socket
 from dataclasses import dataclass
@@ -19,15 +18,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ext_authz import strict_json
 from ext_authz.clock import Clock, SystemClock
 from ext_authz.keys.jwks import JwksError, ParsedKeySet, parse_jwks_bytes
+from ext_authz.keys.source import KeySettings, KeySource, KeySourceKind
 from ext_authz.keys.urls import (
     discovered_url_problem,
     key_url_problem,
     needs_resolving,
     resolved_problem,
 )
-from ext_authz.policy.model import IssuerPolicy, KeySourceKind
 
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,10})\"?", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|[,\s])(no-cache|no-store)(?:$|[,\s=])", re.IGNORECASE)
@@ -63,13 +63,12 @@ class FetchedKeys:
 
 
 class JwksFetcher(Protocol):
-    async def fetch(self, issuer: IssuerPolicy) -> FetchedKeys: ...
+    async def fetch(self, source: KeySource) -> FetchedKeys: ...
 
     async def aclose(self) -> None: ...
 
 
-def ttl_from_cache_control(header: str | None, issuer: IssuerPolicy) -> float:
-    settings = issuer.keys
+def ttl_from_cache_control(header: str | None, settings: KeySettings) -> float:
     ttl = settings.default_ttl
     if header:
         found = _MAX_AGE.search(header)
@@ -112,25 +111,23 @@ class HttpJwksFetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, issuer: IssuerPolicy) -> FetchedKeys:
-        source = issuer.source
+    async def fetch(self, source: KeySource) -> FetchedKeys:
         assert source.url is not None
         if source.kind is not KeySourceKind.DISCOVERY:
-            return await self._fetch_jwks(issuer, source.url)
+            return await self._fetch_jwks(source.settings, source.url)
         known = self._discovered.get(source.url)
-        if known is None or self._clock.monotonic() - known.at > issuer.keys.max_ttl:
-            jwks_uri = await self._discover(issuer, source.url)
+        if known is None or self._clock.monotonic() - known.at > source.settings.max_ttl:
+            jwks_uri = await self._discover(source, source.url)
             known = _Discovered(jwks_uri, self._clock.monotonic())
         try:
-            fetched = await self._fetch_jwks(issuer, known.jwks_uri)
+            fetched = await self._fetch_jwks(source.settings, known.jwks_uri)
         except FetchError:
             self._discovered.pop(source.url, None)
             raise
         self._discovered[source.url] = known
         return fetched
 
-    async def _fetch_jwks(self, issuer: IssuerPolicy, url: str) -> FetchedKeys:
-        settings = issuer.keys
+    async def _fetch_jwks(self, settings: KeySettings, url: str) -> FetchedKeys:
         body, cache_control = await self._get(url, settings.max_jwks_bytes, settings.fetch_timeout)
         try:
             parsed = parse_jwks_bytes(body)
@@ -138,18 +135,19 @@ class HttpJwksFetcher:
             raise FetchError(f"bad JWKS: {exc}", FetchErrorKind.INVALID_JWKS) from None
         if not parsed.keys.keys:
             raise FetchError("JWKS has no usable signature key", FetchErrorKind.NO_USABLE_KEY)
-        return FetchedKeys(parsed, ttl_from_cache_control(cache_control, issuer), url)
+        return FetchedKeys(parsed, ttl_from_cache_control(cache_control, settings), url)
 
-    async def _discover(self, issuer: IssuerPolicy, url: str) -> str:
-        body, _ = await self._get(url, MAX_DISCOVERY_BYTES, issuer.keys.fetch_timeout)
+    async def _discover(self, source: KeySource, url: str) -> str:
+        timeout = source.settings.fetch_timeout
+        body, _ = await self._get(url, MAX_DISCOVERY_BYTES, timeout)
         kind = FetchErrorKind.DISCOVERY
         try:
-            document: Any = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+            document: Any = strict_json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise FetchError("discovery document is not JSON", kind) from None
         if not isinstance(document, dict):
             raise FetchError("discovery document is not a JSON object", kind)
-        if document.get("issuer") != issuer.issuer:
+        if document.get("issuer") != source.issuer:
             raise FetchError("discovery document names another issuer", kind)
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str):
@@ -158,7 +156,7 @@ class HttpJwksFetcher:
         if problem:
             raise FetchError(f"discovered jwks_uri {problem}", kind)
         if needs_resolving(url, jwks_uri):
-            await self._check_resolved(jwks_uri, issuer.keys.fetch_timeout)
+            await self._check_resolved(jwks_uri, timeout)
         return jwks_uri
 
     async def _check_resolved(self, url: str, timeout: float) -> None:

@@ -41,8 +41,8 @@ from ext_authz.keys.refresher import (
     retry_delay,
 )
 from ext_authz.keys.slot import IssuerSlot, Published, RefetchGate
+from ext_authz.keys.source import HasKeySource, KeySource, key_source_of
 from ext_authz.keys.store import IssuerKeys, KeyStatus
-from ext_authz.policy.model import IssuerPolicy
 
 __all__ = ["KeyManager", "retry_delay"]
 
@@ -114,17 +114,22 @@ class KeyManager:
     # lifecycle ---------------------------------------------------------------------
 
     def start(
-        self, issuers: Mapping[str, IssuerPolicy], *, inherit: KeyManager | None = None
+        self,
+        issuers: Mapping[str, KeySource | HasKeySource],
+        *,
+        inherit: KeyManager | None = None,
     ) -> None:
-        """Load what is on disk, then start fetching. With `inherit` (the manager of the
-        policy being replaced), issuers whose key source is unchanged keep their keys
-        and their refresh schedule instead of starting over."""
-        for name, issuer in issuers.items():
-            if not issuer.source.is_remote:
-                self._static[name] = IssuerKeys(issuer.source.static_keys, KeyStatus.STATIC)
-                self._static_iss[name] = issuer.issuer
+        """Load what is on disk, then start fetching, for every issuer's key source by
+        local name (`Policy.key_sources`). With `inherit` (the manager of the policy
+        being replaced), issuers whose key source is unchanged keep their keys and their
+        refresh schedule instead of starting over."""
+        for name, item in issuers.items():
+            source = key_source_of(item)
+            if not source.is_remote:
+                self._static[name] = IssuerKeys(source.static_keys, KeyStatus.STATIC)
+                self._static_iss[name] = source.issuer
                 continue
-            slot = IssuerSlot(name, issuer, store_id(issuer))
+            slot = IssuerSlot(name, source, store_id(source))
             refresher = IssuerRefresher(slot, self._options, self._check_ready)
             self._slots[name] = slot
             self._refreshers[name] = refresher
@@ -165,12 +170,12 @@ class KeyManager:
             self._fetcher = HttpJwksFetcher(clock=self._clock)
         timeout, retry = self._cache_options
         for refresher in self._refreshers.values():
-            setting = refresher.policy.keys.cache
+            setting = refresher.source.settings.cache
             cache = self._caches.get(setting)
             if cache is None:
                 cache = KeyCache(setting, self._clock, op_timeout=timeout, retry_after=retry)
                 self._caches[setting] = cache
-            store = IssuerStore(cache, refresher.policy)
+            store = IssuerStore(cache, refresher.source)
             self._tasks.append(asyncio.create_task(refresher.maintain(store, self._fetcher)))
 
     async def _shutdown(self) -> None:
@@ -226,7 +231,7 @@ class KeyManager:
             with contextlib.suppress(
                 concurrent.futures.TimeoutError, concurrent.futures.CancelledError
             ):
-                future.result(timeout=slot.policy.keys.fetch_timeout * 2 + 1)
+                future.result(timeout=slot.source.settings.fetch_timeout * 2 + 1)
         finally:
             self._gate.leave()
         return slot.current(self._clock.now())
@@ -268,7 +273,7 @@ class KeyManager:
             disk = self._refreshers[name].disk
             out[name] = IssuerReport(
                 name=name,
-                issuer=slot.policy.issuer,
+                issuer=slot.source.issuer,
                 status=view.at(now).status,
                 kids=tuple(held.keys.kids()) if held is not None else (),
                 source=held.source if held is not None else None,

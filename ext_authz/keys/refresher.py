@@ -95,11 +95,11 @@ class IssuerRefresher:
         on_attempted: Callable[[], None],
     ) -> None:
         self.slot = slot
-        self.policy = slot.policy
+        self.source = slot.source
         self._options = options
         self._clock = options.clock
         self._on_attempted = on_attempted
-        cache_dir = self.policy.keys.cache_dir
+        cache_dir = self.source.settings.cache_dir
         self._disk = DiskKeyCache(cache_dir) if cache_dir is not None else None
         self.store: IssuerStore | None = None
         self.fetcher: JwksFetcher | None = None
@@ -161,7 +161,7 @@ class IssuerRefresher:
             log.info(
                 "key set on disk not used: too old or of another issuer",
                 extra={
-                    "issuer": self.policy.name,
+                    "issuer": self.slot.name,
                     "path": str(self._disk.path(self.slot.store_id)),
                 },
             )
@@ -224,7 +224,7 @@ class IssuerRefresher:
         try:
             return await self._refresh_through_store(why)
         except Exception as exc:  # a bug must not kill the refresh loop
-            log.exception("key refresh failed unexpectedly", extra={"issuer": self.policy.name})
+            log.exception("key refresh failed unexpectedly", extra={"issuer": self.slot.name})
             self._failed(RESULT_INTERNAL, f"unexpected {type(exc).__name__}")
             return False
         finally:
@@ -239,11 +239,11 @@ class IssuerRefresher:
             # a replica may have fetched since: its key set costs the issuer nothing
             if await self._adopt_shared(fresh_only=False):
                 return True
-            if not await store.take_refetch(refetch_rule(self.policy.keys.refetch_cooldown)):
+            if not await store.take_refetch(refetch_rule(self.source.settings.refetch_cooldown)):
                 return False  # the fleet's bucket is empty
         elif await self._adopt_shared(fresh_only=True):
             return True
-        lease = self.policy.keys.fetch_timeout * 2 + 2
+        lease = self.source.settings.fetch_timeout * 2 + 2
         lock = await store.lock(lease)
         if lock is None:
             return await self._follow_replica(lease)
@@ -255,25 +255,25 @@ class IssuerRefresher:
     async def _from_network(self) -> bool:
         store, fetcher = self.store, self.fetcher
         assert store is not None and fetcher is not None
-        issuer = self.policy
+        key_source = self.source
         try:
-            fetched = await fetcher.fetch(issuer)
+            fetched = await fetcher.fetch(key_source)
         except FetchError as exc:
             self._failed(exc.kind.value, str(exc))
             if store.shared:  # a replica may still reach the issuer
                 await self._adopt_shared(fresh_only=False)
             return False
-        assert issuer.source.url is not None
+        assert key_source.url is not None
         entry = CachedJwks(
-            issuer=issuer.issuer,
-            source=issuer.source.url,
+            issuer=key_source.issuer,
+            source=key_source.url,
             jwks=fetched.parsed.public_jwks_json(),
             fetched_at=self._clock.now(),
             ttl=fetched.ttl,
         )
         self._accept(entry, fetched.parsed, KeyOrigin.NETWORK)
         if store.shared:
-            await store.save(entry, ttl=entry.ttl + issuer.keys.max_stale)
+            await store.save(entry, ttl=entry.ttl + key_source.settings.max_stale)
         return True
 
     async def _adopt_shared(self, *, fresh_only: bool) -> bool:
@@ -327,8 +327,8 @@ class IssuerRefresher:
     # state changes ---------------------------------------------------------------------
 
     def _usable(self, entry: CachedJwks) -> bool:
-        return entry.belongs_to(self.policy) and self._clock.now() <= entry.expires_at(
-            self.policy.keys.max_stale
+        return entry.belongs_to(self.source) and self._clock.now() <= entry.expires_at(
+            self.source.settings.max_stale
         )
 
     def _parse_entry(self, entry: CachedJwks, source: KeyOrigin) -> ParsedKeySet | None:
@@ -348,12 +348,12 @@ class IssuerRefresher:
         self._bad_entry = stamp
         log.warning(
             "cached key set ignored",
-            extra={"issuer": self.policy.name, "source": source.value, "why": why},
+            extra={"issuer": self.slot.name, "source": source.value, "why": why},
         )
         self._emit("invalid_jwks", source, why)
 
     def _accept(self, entry: CachedJwks, parsed: ParsedKeySet, source: KeyOrigin) -> None:
-        issuer = self.policy
+        name = self.slot.name
         previous = self._held
         self._held = Held(parsed.keys, entry, source)
         self._bad_entry = None
@@ -364,7 +364,7 @@ class IssuerRefresher:
             if self._failing:
                 log.info(
                     "key fetch recovered",
-                    extra={"issuer": issuer.name, "after_failures": self._failures},
+                    extra={"issuer": name, "after_failures": self._failures},
                 )
             self._failing = False
             self._failures = 0
@@ -376,7 +376,7 @@ class IssuerRefresher:
             log.info(
                 "key set changed",
                 extra={
-                    "issuer": issuer.name,
+                    "issuer": name,
                     "added": sorted(kids - old),
                     "removed": sorted(old - kids),
                     "source": source.value,
@@ -385,7 +385,7 @@ class IssuerRefresher:
         if parsed.skipped != self._notes:
             self._notes = parsed.skipped
             for note in parsed.skipped:
-                log.warning("key skipped", extra={"issuer": issuer.name, "why": note})
+                log.warning("key skipped", extra={"issuer": name, "why": note})
         self._publish()
         if source is not KeyOrigin.DISK:
             self._queue_disk_save(entry)
@@ -406,7 +406,7 @@ class IssuerRefresher:
         self._publish()
         served = self._view.at(self._clock.now())
         fields = {
-            "issuer": self.policy.name,
+            "issuer": self.slot.name,
             "result": result,
             "error": error,
             "failures": self._failures,
@@ -440,7 +440,7 @@ class IssuerRefresher:
             stale=IssuerKeys(held.keys, KeyStatus.STALE, entry.fetched_at, error),
             gone=IssuerKeys(None, KeyStatus.FAILED, entry.fetched_at, expired),
             fresh_until=entry.fresh_until,
-            expires_at=entry.expires_at(self.policy.keys.max_stale),
+            expires_at=entry.expires_at(self.source.settings.max_stale),
         )
 
     def _publish(self) -> None:
@@ -458,7 +458,7 @@ class IssuerRefresher:
                 cache=(
                     store.cache.describe()
                     if store is not None
-                    else display_cache_url(self.policy.keys.cache)
+                    else display_cache_url(self.source.settings.cache)
                 ),
             )
         )
@@ -472,7 +472,7 @@ class IssuerRefresher:
         previous, self._logged_status = self._logged_status, status
         held = self._held
         fields: dict[str, object] = {
-            "issuer": self.policy.name,
+            "issuer": self.slot.name,
             "status": status.value,
             "previous": previous.value if previous is not None else None,
         }
@@ -510,7 +510,7 @@ class IssuerRefresher:
                     self._disk_failing = True
                     log.warning(
                         "cannot write the key cache file",
-                        extra={"issuer": self.policy.name, "error": str(exc)},
+                        extra={"issuer": self.slot.name, "error": str(exc)},
                     )
                 continue
             self._disk_saved = entry.fetched_at
@@ -524,7 +524,7 @@ class IssuerRefresher:
             return
         served = self._view.at(self._clock.now())
         event = KeyEvent(
-            issuer=self.policy.name,
+            issuer=self.slot.name,
             result=result,
             keys=len(served.keys) if served.keys is not None else 0,
             source=source,
@@ -534,7 +534,7 @@ class IssuerRefresher:
         try:
             handler(event)
         except Exception:
-            log.exception("key event observer failed", extra={"issuer": self.policy.name})
+            log.exception("key event observer failed", extra={"issuer": self.slot.name})
 
 
 def _iso(when: float) -> str:

@@ -27,8 +27,8 @@ from ext_authz.keys.bucket import RefetchBucket, refetch_rule
 from ext_authz.keys.cache import CachedJwks
 from ext_authz.keys.events import KeyOrigin
 from ext_authz.keys.jwks import KeySet
+from ext_authz.keys.source import KeySource
 from ext_authz.keys.store import IssuerKeys, KeyStatus
-from ext_authz.policy.model import IssuerPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +84,9 @@ PENDING = Published(KeyView.without_keys(IssuerKeys(None, KeyStatus.PENDING)))
 class IssuerSlot:
     """A remote issuer as checks see it."""
 
-    def __init__(self, name: str, policy: IssuerPolicy, store_id: str) -> None:
+    def __init__(self, name: str, source: KeySource, store_id: str) -> None:
         self.name = name
-        self.policy = policy
+        self.source = source
         self.store_id = store_id
         self.published = PENDING
 
@@ -130,7 +130,7 @@ class RefetchGate:
             if future is None or future.done():
                 bucket = self._buckets.get(slot.name)
                 if bucket is None:
-                    rule = refetch_rule(slot.policy.keys.refetch_cooldown)
+                    rule = refetch_rule(slot.source.settings.refetch_cooldown)
                     bucket = self._buckets[slot.name] = RefetchBucket(rule, self._clock)
                 if not bucket.take():
                     return None

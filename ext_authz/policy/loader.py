@@ -20,15 +20,13 @@ from pydantic import BaseModel, ValidationError
 
 from ext_authz.keys.decryption_keys import DecryptionKeyError, load_decryption_keys
 from ext_authz.keys.jwks import JwksError, KeySet, parse_jwks, parse_jwks_bytes
+from ext_authz.keys.source import KeySettings, KeySource, KeySourceKind
 from ext_authz.keys.urls import key_url_problem
 from ext_authz.policy.model import (
     Access,
     ClaimRule,
     HeaderMapping,
     IssuerPolicy,
-    KeySettings,
-    KeySource,
-    KeySourceKind,
     Policy,
     Requirement,
     Route,
@@ -256,32 +254,34 @@ class _Compiler:
         ok = settings.min_ttl <= settings.max_ttl  # top-level and per-issuer values meet
         if not ok:
             self.error((*base, "keys", "min_ttl"), "min_ttl is larger than max_ttl")
-        source = self._key_source(base, model, model.key_source)
+        source = self._key_source(base, model, settings)
         if source is None or not ok:
             return None
         algorithms = frozenset(model.algorithms or SIGNATURE_ALGORITHMS)
         return IssuerPolicy(
             name=name,
-            issuer=model.issuer,
             audiences=frozenset(model.audiences) if model.audiences is not None else None,
             algorithms=algorithms,
             source=source,
             leeway=model.leeway,
-            keys=settings,
             require_encryption=model.require_encryption,
             unsigned_encrypted_keys=frozenset(model.unsigned_encrypted_keys),
             token_sources=token_sources(model.token_from),
             token_types=frozenset(model.typ) if model.typ is not None else None,
         )
 
-    def _key_source(self, base: FieldPath, model: IssuerModel, kind: str) -> KeySource | None:
+    def _key_source(
+        self, base: FieldPath, model: IssuerModel, settings: KeySettings
+    ) -> KeySource | None:
+        kind = model.key_source
+        iss = model.issuer
         if kind == "jwks_uri":
             assert model.jwks_uri is not None
             problem = key_url_problem(model.jwks_uri)
             if problem:
                 self.error((*base, "jwks_uri"), f"jwks_uri {problem}")
                 return None
-            return KeySource(KeySourceKind.JWKS_URI, url=model.jwks_uri)
+            return KeySource(iss, KeySourceKind.JWKS_URI, settings, url=model.jwks_uri)
         if kind == "discovery":
             problem = key_url_problem(model.issuer)
             if problem:
@@ -290,14 +290,14 @@ class _Compiler:
                 )
                 return None
             url = model.issuer.rstrip("/") + "/.well-known/openid-configuration"
-            return KeySource(KeySourceKind.DISCOVERY, url=url)
+            return KeySource(iss, KeySourceKind.DISCOVERY, settings, url=url)
         if kind == "jwks_file":
             assert model.jwks_file is not None
             keys = self._key_file((*base, "jwks_file"), model.jwks_file)
             if keys is None:
                 return None
             path = (self.base_dir / model.jwks_file).resolve()
-            return KeySource(KeySourceKind.JWKS_FILE, path=path, static_keys=keys)
+            return KeySource(iss, KeySourceKind.JWKS_FILE, settings, path=path, static_keys=keys)
         assert model.jwks is not None
         try:
             parsed = parse_jwks(model.jwks)
@@ -306,7 +306,7 @@ class _Compiler:
             return None
         return (
             self._usable((*base, "jwks"), parsed.keys, parsed.skipped)
-            and KeySource(KeySourceKind.INLINE, static_keys=parsed.keys)
+            and KeySource(iss, KeySourceKind.INLINE, settings, static_keys=parsed.keys)
         ) or None
 
     def _key_file(self, where: FieldPath, relative: str) -> KeySet | None:

@@ -10,9 +10,10 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-from ext_authz.keys.jwks import KeySet
+from ext_authz.keys.source import KeySettings, KeySource
 from ext_authz.policy.path_regex import PathRegex
 from ext_authz.tokens.credentials import TokenSources
 from ext_authz.tokens.decrypt import DecryptionConfig
@@ -21,46 +22,12 @@ ClaimPath = tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class KeySettings:
-    default_ttl: float
-    min_ttl: float
-    max_ttl: float
-    refetch_cooldown: float
-    max_stale: float
-    fetch_timeout: float
-    max_jwks_bytes: int
-    cache: str = "memory"  # or a redis:// URL: key sets shared by replicas
-    cache_dir: Path | None = None  # last good key sets on disk (resolved)
-
-
-class KeySourceKind(enum.Enum):
-    JWKS_URI = "jwks_uri"
-    DISCOVERY = "discovery"
-    JWKS_FILE = "jwks_file"
-    INLINE = "jwks"
-
-
-@dataclass(frozen=True, slots=True)
-class KeySource:
-    kind: KeySourceKind
-    url: str | None = None  # jwks_uri, or the discovery document's URL
-    path: Path | None = None  # jwks_file, resolved
-    static_keys: KeySet | None = None  # jwks_file and inline jwks, parsed at load
-
-    @property
-    def is_remote(self) -> bool:
-        return self.kind in (KeySourceKind.JWKS_URI, KeySourceKind.DISCOVERY)
-
-
-@dataclass(frozen=True, slots=True)
 class IssuerPolicy:
     name: str
-    issuer: str
     audiences: frozenset[str] | None  # None: the audience is not checked
     algorithms: frozenset[str]
-    source: KeySource
+    source: KeySource  # its `iss`, where its keys come from and how they are fetched
     leeway: float
-    keys: KeySettings
     require_encryption: bool = False
     # kids of symmetric decryption keys shared with this issuer alone: a JWE decrypted
     # with one of them may carry bare (unsigned) claims of this issuer
@@ -68,6 +35,16 @@ class IssuerPolicy:
     token_sources: TokenSources | None = None  # None: Authorization: Bearer
     # media types (`application/at+jwt`) a token's `typ` must name; None: any
     token_types: frozenset[str] | None = None
+
+    @property
+    def issuer(self) -> str:
+        """The `iss` its tokens carry."""
+        return self.source.issuer
+
+    @property
+    def keys(self) -> KeySettings:
+        """Compatibility name of `source.settings`."""
+        return self.source.settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +120,11 @@ class Policy:
     source: Path | None
     referenced_files: tuple[Path, ...]
     token_headers: frozenset[str] = frozenset()  # headers any route reads a token from
+
+    @property
+    def key_sources(self) -> Mapping[str, KeySource]:
+        """Every issuer's key source by local name: what the key manager starts from."""
+        return MappingProxyType({name: i.source for name, i in self.issuers.items()})
 
     @property
     def remote_issuers(self) -> tuple[IssuerPolicy, ...]:

@@ -9,6 +9,9 @@ fresh, stale or missing.
 
 Exit status: 0 when every issuer has keys, 1 when the policy does not load, 2 when
 some issuer has no keys.
+
+It lives beside the command line, not in `keys/`: it loads a policy, and `keys/`
+never imports the policy.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ext_authz.clock import Clock, SystemClock
 from ext_authz.keys.events import RESULT_OK, IssuerReport, KeyOrigin
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import KeyStatus
+from ext_authz.policy.loader import PolicyError, load_policy
 
 EXIT_OK = 0
 EXIT_POLICY = 1
@@ -37,8 +41,6 @@ def keys_status(
     clock: Clock | None = None,
     quiet_logs: bool = True,
 ) -> int:
-    from ext_authz.policy.loader import PolicyError, load_policy
-
     if quiet_logs:
         from ext_authz.log import configure
 
@@ -52,7 +54,7 @@ def keys_status(
         return EXIT_POLICY
     clock = clock or SystemClock()
     manager = KeyManager(clock=clock)
-    manager.start(policy.issuers)
+    manager.start(policy.key_sources)
     try:
         manager.wait_attempted(timeout)
         reports = manager.report()
