@@ -26,6 +26,7 @@ class KeyManagement:
     kty: frozenset[str]  # key types that unwrap, agree or are the key
     wrap_bytes: int | None = None  # A*KW: the size of the symmetric key
     encrypted_key: bool = True  # False: `dir` and `ECDH-ES` carry no encrypted key
+    direct: bool = False  # `dir`: the key is the content encryption key itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +68,18 @@ KEY_MANAGEMENT: Final = _by_name(
     KeyManagement("ECDH-ES+A256KW", _ECDH),
     KeyManagement("A128KW", _OCT, wrap_bytes=16),
     KeyManagement("A256KW", _OCT, wrap_bytes=32),
-    KeyManagement("dir", _OCT, encrypted_key=False),
+    KeyManagement("dir", _OCT, encrypted_key=False, direct=True),
 )
 CONTENT_ENCRYPTION: Final = _by_name(
     ContentEncryption("A128GCM", cek_bytes=16, iv_bytes=12, tag_bytes=16),
     ContentEncryption("A256GCM", cek_bytes=32, iv_bytes=12, tag_bytes=16),
     ContentEncryption("A128CBC-HS256", cek_bytes=32, iv_bytes=16, tag_bytes=16),
     ContentEncryption("A256CBC-HS512", cek_bytes=64, iv_bytes=16, tag_bytes=32),
+)
+
+# The curves ECDH-ES key agreement runs on (our decryption keys), by key type.
+ECDH_CURVES: Final = MappingProxyType(
+    {"EC": frozenset({"P-256", "P-384", "P-521"}), "OKP": frozenset({"X25519"})}
 )
 
 SIGNATURE_ALGORITHMS: Final[tuple[str, ...]] = tuple(SIGNATURES)

@@ -1140,7 +1140,7 @@ def test_docs_security_md_quotes_the_limits_in_force() -> None:
     """docs/security.md lists every size and count limit with its value: the table is
     read back and compared with the code, so a changed limit updates the page."""
     from ext_authz.envoy import request
-    from ext_authz.keys import decryption_keys, fetch, jwks
+    from ext_authz.keys import decryption_keys, fetch, jwk, jwks
     from ext_authz.policy import claim_headers, loader, routes, yaml_source
     from ext_authz.policy.schema import KeysSettingsModel
     from ext_authz.tokens import credentials, decrypt
@@ -1152,8 +1152,9 @@ def test_docs_security_md_quotes_the_limits_in_force() -> None:
         "MAX_HEADER_BYTES": token_format.MAX_HEADER_BYTES,
         "MAX_SIGNATURE_BYTES": token_format.MAX_SIGNATURE_BYTES,
         "MAX_KEYS": jwks.MAX_KEYS,
-        "MIN_RSA_BITS": jwks.MIN_RSA_BITS,
-        "MAX_KID_LENGTH": jwks.MAX_KID_LENGTH,
+        "MIN_RSA_BITS": jwk.MIN_RSA_BITS,
+        "MAX_KID_LENGTH": jwk.MAX_KID_LENGTH,
+        "MAX_MEMBER_CHARS": jwk.MAX_MEMBER_CHARS,
         "keys.max_jwks_bytes": KeysSettingsModel().max_jwks_bytes,
         "MAX_HEADER_VALUE_BYTES": claim_headers.MAX_HEADER_VALUE_BYTES,
         "MAX_HEADERS": request.MAX_HEADERS,
@@ -1166,7 +1167,6 @@ def test_docs_security_md_quotes_the_limits_in_force() -> None:
         "MAX_DECRYPTION_KEYS": decryption_keys.MAX_DECRYPTION_KEYS,
         "MAX_KEYS_TRIED": decrypt.MAX_KEYS_TRIED,
     }
-    assert decryption_keys.MIN_RSA_BITS == jwks.MIN_RSA_BITS
     page = Path(__file__).resolve().parents[1] / "docs" / "security.md"
     rows = re.findall(r"^\| `([\w.]+)` \| `(\d+)`", page.read_text(encoding="utf-8"), re.M)
     assert {name: int(value) for name, value in rows} == in_force

@@ -6,27 +6,29 @@ used is a load error that stops the process, never a key silently skipped.
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+from ext_authz import strict_json
+from ext_authz.algorithms import CONTENT_ENCRYPTION, ECDH_CURVES, KEY_MANAGEMENT
+from ext_authz.keys.jwk import (
+    JoseKey,
+    JwkRefused,
+    import_jwk,
+    member_bytes,
+    read_kid,
+    rsa_modulus_bits,
+)
 
-from ext_authz.algorithms import KEY_MANAGEMENT_ALGORITHMS
-from ext_authz.keys.weak_rsa import has_close_primes, is_roca_modulus
-
-MIN_RSA_BITS = 2048
 MAX_DECRYPTION_KEYS = 20
-_EC_CURVES = frozenset({"P-256", "P-384", "P-521"})
-_OKP_CURVES = frozenset({"X25519"})
-_OCT_BYTES = frozenset({16, 32, 64})
-
-PrivateKey = RSAKey | ECKey | OKPKey | OctKey
+# an oct key wraps a content key (A*KW) or is one (`dir`): its size is one of theirs
+_OCT_BYTES = frozenset(
+    [row.wrap_bytes for row in KEY_MANAGEMENT.values() if row.wrap_bytes is not None]
+    + [row.cek_bytes for row in CONTENT_ENCRYPTION.values()]
+)
 
 
 class DecryptionKeyError(ValueError):
@@ -40,23 +42,16 @@ class DecryptionKey:
     curve: str | None
     alg: str | None
     size: int  # RSA modulus bits, or oct key bytes; 0 for EC/OKP
-    key: PrivateKey
+    key: JoseKey
 
     def fits(self, alg: str) -> bool:
         """Whether this key may unwrap, agree or directly be the key for `alg`."""
         if self.alg is not None and self.alg != alg:
             return False
-        if alg in ("RSA-OAEP", "RSA-OAEP-256"):
-            return self.kty == "RSA"
-        if alg.startswith("ECDH-ES"):
-            return self.kty in ("EC", "OKP")
-        if alg == "A128KW":
-            return self.kty == "oct" and self.size == 16
-        if alg == "A256KW":
-            return self.kty == "oct" and self.size == 32
-        if alg == "dir":
-            return self.kty == "oct"
-        return False
+        row = KEY_MANAGEMENT.get(alg)
+        if row is None or self.kty not in row.kty:
+            return False
+        return row.wrap_bytes is None or self.size == row.wrap_bytes
 
     @property
     def symmetric(self) -> bool:
@@ -102,8 +97,8 @@ def load_decryption_keys(
 
 def _json(raw: bytes, where: str) -> Any:
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        return strict_json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise DecryptionKeyError(f"{where} is not valid JSON") from None
 
 
@@ -129,74 +124,49 @@ def _parse_key(index: int, raw: object) -> DecryptionKey:
     where = f"decryption key {index}"
     if not isinstance(raw, Mapping):
         raise DecryptionKeyError(f"{where} is not a JSON object")
-    kid = raw.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > 256):
-        raise DecryptionKeyError(f"{where}: 'kid' must be a non-empty string")
-    if kid:
-        where = f"decryption key {kid!r}"
+    try:
+        kid = read_kid(raw)
+        if kid:
+            where = f"decryption key {kid!r}"
+        return _decryption_key(raw, kid)
+    except JwkRefused as refused:
+        raise DecryptionKeyError(f"{where}: {refused}") from None
+
+
+def _decryption_key(raw: Mapping[str, Any], kid: str | None) -> DecryptionKey:
     if raw.get("use") not in (None, "enc"):
-        raise DecryptionKeyError(f"{where}: 'use' must be 'enc'")
+        raise JwkRefused("'use' must be 'enc'")
     ops = raw.get("key_ops")
     if ops is not None and (
         not isinstance(ops, list) or not {"decrypt", "unwrapKey", "deriveKey"} & set(ops)
     ):
-        raise DecryptionKeyError(f"{where}: 'key_ops' does not allow decryption")
+        raise JwkRefused("'key_ops' does not allow decryption")
     alg = raw.get("alg")
     kty = raw.get("kty")
     curve = raw.get("crv") if isinstance(raw.get("crv"), str) else None
     size = 0
-    key: PrivateKey
-    try:
-        if kty == "RSA":
-            if "d" not in raw:
-                raise DecryptionKeyError(f"{where}: an RSA decryption key needs its private part")
-            modulus = int.from_bytes(_b64_bytes(raw.get("n")), "big")
-            size = modulus.bit_length()
-            if size < MIN_RSA_BITS:
-                raise DecryptionKeyError(f"{where}: RSA keys need at least {MIN_RSA_BITS} bits")
-            if is_roca_modulus(modulus):
-                raise DecryptionKeyError(f"{where}: RSA modulus from a weak generator (ROCA)")
-            if has_close_primes(modulus):
-                raise DecryptionKeyError(
-                    f"{where}: RSA modulus with close primes (CVE-2022-26320): it factors at once"
-                )
-            key = RSAKey.import_key(dict(raw))
-        elif kty == "EC":
-            if curve not in _EC_CURVES:
-                raise DecryptionKeyError(f"{where}: unsupported EC curve")
-            if "d" not in raw:
-                raise DecryptionKeyError(f"{where}: an EC decryption key needs its private part")
-            key = ECKey.import_key(dict(raw))
-        elif kty == "OKP":
-            if curve not in _OKP_CURVES:
-                raise DecryptionKeyError(f"{where}: OKP decryption keys must be X25519")
-            if "d" not in raw:
-                raise DecryptionKeyError(f"{where}: an OKP decryption key needs its private part")
-            key = OKPKey.import_key(dict(raw))
-        elif kty == "oct":
-            size = len(_b64_bytes(raw.get("k")))
-            if size not in _OCT_BYTES:
-                raise DecryptionKeyError(f"{where}: symmetric keys are 16, 32 or 64 bytes")
-            key = OctKey.import_key(dict(raw))
-        else:
-            raise DecryptionKeyError(f"{where}: unsupported key type")
-    except DecryptionKeyError:
-        raise
-    except (JoseError, ValueError, TypeError, KeyError):
-        raise DecryptionKeyError(f"{where}: not a valid {kty} private key") from None
-    decryption_key = DecryptionKey(kid, str(kty), curve, alg, size, key)
+    if kty == "RSA":
+        if "d" not in raw:
+            raise JwkRefused("an RSA decryption key needs its private part")
+        size = rsa_modulus_bits(raw)
+    elif kty in ("EC", "OKP"):
+        if curve not in ECDH_CURVES[kty]:
+            raise JwkRefused(f"unsupported {kty} curve for key agreement")
+        if "d" not in raw:
+            raise JwkRefused(f"an {kty} decryption key needs its private part")
+    elif kty == "oct":
+        size = len(member_bytes(raw, "k"))
+        if size not in _OCT_BYTES:
+            *smaller, largest = sorted(_OCT_BYTES)
+            raise JwkRefused(
+                f"symmetric keys are {', '.join(map(str, smaller))} or {largest} bytes"
+            )
+    else:
+        raise JwkRefused("unsupported key type")
+    decryption_key = DecryptionKey(kid, str(kty), curve, alg, size, import_jwk(raw))
     if alg is not None:
-        if alg not in KEY_MANAGEMENT_ALGORITHMS:
-            raise DecryptionKeyError(f"{where}: 'alg' is not a supported key management algorithm")
+        if alg not in KEY_MANAGEMENT:
+            raise JwkRefused("'alg' is not a supported key management algorithm")
         if not decryption_key.fits(alg):
-            raise DecryptionKeyError(f"{where}: 'alg' {alg} does not fit a {kty} key")
+            raise JwkRefused(f"'alg' {alg} does not fit a {kty} key")
     return decryption_key
-
-
-def _b64_bytes(value: object) -> bytes:
-    if not isinstance(value, str) or len(value) > 4096:
-        raise DecryptionKeyError("key member is not base64url")
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except ValueError:
-        raise DecryptionKeyError("key member is not base64url") from None

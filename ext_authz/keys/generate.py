@@ -11,34 +11,35 @@ from typing import Any
 
 from joserfc.jwk import ECKey, KeyParameters, OctKey, OKPKey, RSAKey
 
+from ext_authz import strict_json
+from ext_authz.algorithms import CONTENT_ENCRYPTION, ECDH_CURVES, KEY_MANAGEMENT
 from ext_authz.keys.decryption_keys import parse_decryption_jwks
-
-_CEK_BITS = {"A128GCM": 128, "A256GCM": 256, "A128CBC-HS256": 256, "A256CBC-HS512": 512}
+from ext_authz.keys.jwk import MIN_RSA_BITS
 
 
 def new_key(alg: str, *, kid: str | None, curve: str, rsa_bits: int, enc: str) -> dict[str, Any]:
     kid = kid or f"enc-{secrets.token_hex(6)}"
     params: KeyParameters = {"kid": kid, "alg": alg, "use": "enc"}
     key: RSAKey | ECKey | OKPKey | OctKey
-    if alg in ("RSA-OAEP", "RSA-OAEP-256"):
-        if rsa_bits < 2048:
-            raise ValueError("RSA keys need at least 2048 bits")
-        key = RSAKey.generate_key(rsa_bits, parameters=params)
-    elif alg.startswith("ECDH-ES"):
-        if curve == "X25519":
-            key = OKPKey.generate_key("X25519", parameters=params)
-        elif curve in ("P-256", "P-384", "P-521"):
-            key = ECKey.generate_key(curve, parameters=params)
-        else:
-            raise ValueError(f"unsupported curve {curve}")
-    elif alg == "A128KW":
-        key = OctKey.generate_key(128, parameters=params)
-    elif alg == "A256KW":
-        key = OctKey.generate_key(256, parameters=params)
-    elif alg == "dir":
-        key = OctKey.generate_key(_CEK_BITS[enc], parameters=params)
-    else:
+    row = KEY_MANAGEMENT.get(alg)
+    if row is None:
         raise ValueError(f"unsupported algorithm {alg}")
+    if "RSA" in row.kty:
+        if rsa_bits < MIN_RSA_BITS:
+            raise ValueError(f"RSA keys need at least {MIN_RSA_BITS} bits")
+        key = RSAKey.generate_key(rsa_bits, parameters=params)
+    elif curve in ECDH_CURVES["OKP"] and "OKP" in row.kty:
+        key = OKPKey.generate_key("X25519", parameters=params)
+    elif curve in ECDH_CURVES["EC"] and "EC" in row.kty:
+        key = ECKey.generate_key(curve, parameters=params)
+    elif "EC" in row.kty:
+        raise ValueError(f"unsupported curve {curve}")
+    elif row.wrap_bytes is not None:
+        key = OctKey.generate_key(row.wrap_bytes * 8, parameters=params)
+    elif enc in CONTENT_ENCRYPTION:  # `dir`: the key is the content encryption key
+        key = OctKey.generate_key(CONTENT_ENCRYPTION[enc].cek_bytes * 8, parameters=params)
+    else:
+        raise ValueError(f"unsupported content encryption {enc}")
     return dict(key.as_dict(private=True))
 
 
@@ -68,7 +69,9 @@ def generate(
     if out.exists():
         if not append:
             raise FileExistsError(f"{out} exists; use --append to add a key for rotation")
-        existing = json.loads(out.read_text(encoding="utf-8"))
+        existing = strict_json.loads(out.read_text(encoding="utf-8"))
+        if not isinstance(existing, dict) or not isinstance(existing.get("keys"), list):
+            raise ValueError(f"{out} is not a JWKS (a JSON object with a 'keys' array)")
     key = new_key(alg, kid=kid, curve=curve, rsa_bits=rsa_bits, enc=enc)
     if any(k.get("kid") == key["kid"] for k in existing.get("keys", [])):
         raise ValueError(f"kid {key['kid']!r} is already in {out}")

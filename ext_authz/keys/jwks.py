@@ -7,41 +7,30 @@ by an identity provider does not take its other keys down with it.
 
 from __future__ import annotations
 
-import base64
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
-from ext_authz.algorithms import SIGNATURE_ALGORITHMS
-from ext_authz.keys.weak_ed25519 import is_small_order_ed25519
-from ext_authz.keys.weak_rsa import has_close_primes, is_roca_modulus
-from ext_authz.strict_json import unique_members
+from ext_authz import strict_json
+from ext_authz.algorithms import SIGNATURES
+from ext_authz.keys.jwk import (
+    JwkRefused,
+    import_jwk,
+    read_kid,
+    refuse_small_order_ed25519,
+    rsa_modulus_bits,
+)
 
-MIN_RSA_BITS = 2048
 MAX_KEYS = 100
-MAX_KID_LENGTH = 256
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
 
-# The key type (and curve) each signature algorithm needs.
-_ALG_KEY: dict[str, tuple[str, str | None]] = {
-    "RS256": ("RSA", None),
-    "RS384": ("RSA", None),
-    "RS512": ("RSA", None),
-    "PS256": ("RSA", None),
-    "PS384": ("RSA", None),
-    "PS512": ("RSA", None),
-    "ES256": ("EC", "P-256"),
-    "ES384": ("EC", "P-384"),
-    "ES512": ("EC", "P-521"),
-    "EdDSA": ("OKP", "Ed25519"),
+# The curves some signature algorithm runs on, by key type (from the one table).
+_CURVES: dict[str, frozenset[str]] = {
+    kty: frozenset(row.curve for row in SIGNATURES.values() if row.kty == kty and row.curve)
+    for kty in ("EC", "OKP")
 }
-_EC_CURVES = frozenset({"P-256", "P-384", "P-521"})
-_OKP_SIGNATURE_CURVES = frozenset({"Ed25519"})
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 JoseKey = RSAKey | ECKey | OKPKey
@@ -66,11 +55,10 @@ class VerificationKey:
         """Whether this key may verify a signature made with `alg`."""
         if self.alg is not None and self.alg != alg:
             return False
-        needed = _ALG_KEY.get(alg)
+        needed = SIGNATURES.get(alg)
         if needed is None:
             return False
-        kty, curve = needed
-        return self.kty == kty and (curve is None or self.curve == curve)
+        return self.kty == needed.kty and (needed.curve is None or self.curve == needed.curve)
 
     def __repr__(self) -> str:
         return f"VerificationKey(kid={self.kid!r}, kty={self.kty}, alg={self.alg})"
@@ -140,8 +128,8 @@ def parse_jwks(document: object) -> ParsedKeySet:
 
 def parse_jwks_bytes(data: bytes) -> ParsedKeySet:
     try:
-        document = json.loads(data, object_pairs_hook=unique_members)
-    except (ValueError, UnicodeDecodeError) as exc:
+        document = strict_json.loads(data)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise JwksError(f"not valid JSON: {_short(exc)}") from None
     return parse_jwks(document)
 
@@ -153,81 +141,50 @@ class _Skip(Exception):
 def _parse_key(raw: object) -> VerificationKey:
     if not isinstance(raw, Mapping):
         raise _Skip("not a JSON object")
-    kty = raw.get("kty")
-    kid = raw.get("kid")
-    if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_LENGTH):
-        raise _Skip("'kid' must be a non-empty string of at most 256 characters")
+    try:
+        kid = read_kid(raw)
+    except JwkRefused as refused:
+        raise _Skip(str(refused)) from None
     label = f"kid {kid!r}" if kid else "no kid"
+    try:
+        return _verification_key(raw, kid)
+    except JwkRefused as refused:
+        raise _Skip(f"{label}: {refused}") from None
+
+
+def _verification_key(raw: Mapping[str, Any], kid: str | None) -> VerificationKey:
     if raw.get("use") not in (None, "sig"):
-        raise _Skip(f"{label}: 'use' is not 'sig'")
+        raise JwkRefused("'use' is not 'sig'")
     key_ops = raw.get("key_ops")
     if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
-        raise _Skip(f"{label}: 'key_ops' does not allow 'verify'")
+        raise JwkRefused("'key_ops' does not allow 'verify'")
     if _PRIVATE_MEMBERS.intersection(raw):
-        raise _Skip(f"{label}: holds private or symmetric key material, not a public key")
+        raise JwkRefused("holds private or symmetric key material, not a public key")
     alg = raw.get("alg")
-    if alg is not None and alg not in SIGNATURE_ALGORITHMS:
-        raise _Skip(f"{label}: 'alg' {str(alg)[:32]!r} is not a supported signature algorithm")
+    if alg is not None and alg not in SIGNATURES:
+        raise JwkRefused(f"'alg' {str(alg)[:32]!r} is not a supported signature algorithm")
+    kty = raw.get("kty")
     curve = raw.get("crv")
-    key: JoseKey
-    try:
-        if kty == "RSA":
-            modulus = _rsa_modulus(raw.get("n"))
-            bits = modulus.bit_length()
-            if bits < MIN_RSA_BITS:
-                raise _Skip(f"{label}: RSA key of {bits} bits is under {MIN_RSA_BITS}")
-            if is_roca_modulus(modulus):
-                raise _Skip(f"{label}: RSA modulus from a weak generator (ROCA, CVE-2017-15361)")
-            if has_close_primes(modulus):
-                raise _Skip(f"{label}: RSA modulus with close primes (CVE-2022-26320)")
-            key = RSAKey.import_key(dict(raw))
-            curve = None
-        elif kty == "EC":
-            if curve not in _EC_CURVES:
-                raise _Skip(f"{label}: unsupported EC curve")
-            key = ECKey.import_key(dict(raw))
-        elif kty == "OKP":
-            if curve not in _OKP_SIGNATURE_CURVES:
-                raise _Skip(f"{label}: unsupported OKP curve for signatures")
-            if is_small_order_ed25519(_b64url(raw.get("x"), "OKP", "x")):
-                raise _Skip(f"{label}: Ed25519 public key of small order verifies forgeries")
-            key = OKPKey.import_key(dict(raw))
-        elif kty == "oct":
-            raise _Skip(f"{label}: symmetric keys are never used to verify tokens")
-        else:
-            raise _Skip(f"{label}: unsupported key type")
-    except _Skip:
-        raise
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        raise _Skip(f"{label}: not a valid {kty} key ({type(exc).__name__})") from None
-    if alg is not None and not VerificationKey(kid, str(kty), curve, None, key, "").fits(alg):
-        raise _Skip(f"{label}: 'alg' {alg} does not fit a {kty} key")
-    return VerificationKey(
-        kid=kid,
-        kty=str(kty),
-        curve=curve if isinstance(curve, str) else None,
-        alg=alg,
-        key=key,
-        thumbprint=key.thumbprint(),
-    )
-
-
-def _rsa_modulus(n: object) -> int:
-    """The modulus, read before the key is imported (so weak keys never load)."""
-    return int.from_bytes(_b64url(n, "RSA", "n"), "big")
-
-
-def _b64url(value: object, kty: str, member: str) -> bytes:
-    """A key member's bytes, read before the key is imported."""
-    if not isinstance(value, str) or not value or len(value) > 2048:
-        raise _Skip(f"{kty} key without a valid '{member}'")
-    not_base64url = _Skip(f"{kty} key whose '{member}' is not base64url")
-    if not _BASE64URL.fullmatch(value):
-        raise not_base64url
-    try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except ValueError:
-        raise not_base64url from None
+    if kty == "RSA":
+        rsa_modulus_bits(raw)
+        curve = None
+    elif kty in _CURVES:
+        if curve not in _CURVES[kty]:
+            raise JwkRefused(
+                f"unsupported {kty} curve" + (" for signatures" if kty == "OKP" else "")
+            )
+        if curve == "Ed25519":
+            refuse_small_order_ed25519(raw)
+    elif kty == "oct":
+        raise JwkRefused("symmetric keys are never used to verify tokens")
+    else:
+        raise JwkRefused("unsupported key type")
+    key = import_jwk(raw)
+    assert not isinstance(key, OctKey)
+    found = VerificationKey(kid, str(kty), curve if isinstance(curve, str) else None, alg, key, "")
+    if alg is not None and not found.fits(alg):
+        raise JwkRefused(f"'alg' {alg} does not fit a {kty} key")
+    return replace(found, thumbprint=key.thumbprint())
 
 
 def _drop_conflicting_kids(

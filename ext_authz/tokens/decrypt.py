@@ -177,7 +177,7 @@ def decrypt_token(token: str, config: DecryptionConfig | None) -> Decrypted:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"tag length wrong for {enc}")
     kid = header.get("kid")
     candidates = config.keys.candidates(kid if isinstance(kid, str) else None, alg)
-    if alg == "dir":
+    if KEY_MANAGEMENT[alg].direct:
         candidates = [k for k in candidates if k.size == content.cek_bytes]
     if not candidates:
         raise Denied(DenialReason.DECRYPTION_KEY_UNKNOWN, f"no decryption key for {alg}")

@@ -8,14 +8,11 @@ extensions), and JSON serialization is not a bearer token format.
 
 from __future__ import annotations
 
-import binascii
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc.util import urlsafe_b64decode
-
-from ext_authz import strict_json
+from ext_authz import base64url, strict_json
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.strict_json import DuplicateMember
 
@@ -98,8 +95,8 @@ def b64url_decode(segment: str, what: str) -> bytes:
     """Strict, canonical base64url without padding (RFC 7515 section 2), read by
     joserfc's decoder: no padding, no `+` or `/`, no stray bits in the last character."""
     try:
-        return urlsafe_b64decode(segment.encode("ascii"))
-    except (binascii.Error, ValueError):  # UnicodeEncodeError is a ValueError
+        return base64url.decode(segment)
+    except ValueError:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"{what} is not canonical base64url") from None
 
 
