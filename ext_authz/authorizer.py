@@ -272,7 +272,7 @@ class Authorizer:
     def _still_valid(hit: VerifiedToken, keys: KeyProvider) -> bool:
         if hit.key is None:  # unsigned claims: the decryption key is part of the policy
             return True
-        current = keys.current(hit.issuer.name).keys
+        current = keys.current(hit.issuer.name).key_set
         return current is not None and current.holds(hit.key)
 
     def _verify_signed(
@@ -362,9 +362,9 @@ class Authorizer:
     @staticmethod
     def _key_for(issuer: IssuerPolicy, signed: SignedToken, keys: KeyProvider) -> VerificationKey:
         snapshot = keys.current(issuer.name)
-        if snapshot.keys is not None:
+        if snapshot.key_set is not None:
             try:
-                return select_key(snapshot.keys, signed)
+                return select_key(snapshot.key_set, signed)
             except Denied as denied:
                 if denied.reason is not DenialReason.KEY_UNKNOWN or not issuer.source.is_remote:
                     raise
@@ -374,8 +374,8 @@ class Authorizer:
         if not issuer.source.is_remote:
             raise Denied(DenialReason.KEYS_UNAVAILABLE, "no keys")
         refreshed = keys.refetch(issuer.name)
-        if refreshed is not None and refreshed.keys is not None:
-            return select_key(refreshed.keys, signed)
+        if refreshed is not None and refreshed.key_set is not None:
+            return select_key(refreshed.key_set, signed)
         if first_miss is not None:
             raise first_miss
         raise Denied(DenialReason.KEYS_UNAVAILABLE, f"issuer '{issuer.name}' has no keys")

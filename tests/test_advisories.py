@@ -170,7 +170,7 @@ def test_cve_2022_23540_jsonwebtoken_alg_none(stack: Stack) -> None:
     key = stack.policy.issuers["corp"].source.static_keys
     assert key is not None
     with pytest.raises(Denied) as refused:
-        verify_signature(parse_signed(token), key.keys[0])
+        verify_signature(parse_signed(token), key.verification_keys[0])
     assert refused.value.reason is R.KEY_MISMATCH
 
 
@@ -362,7 +362,7 @@ def test_jku_with_unknown_kid_refetches_only_the_configured_jwks_uri(tmp_path: P
     """A remote issuer refetches its own configured key set on an unknown kid, never
     the URL the token names."""
     policy = _remote_policy(tmp_path, corp_uri="http://127.0.0.1:9/jwks.json")
-    keys = RecordingKeys({"corp": parse_jwks(CORP.jwks()).keys})
+    keys = RecordingKeys({"corp": parse_jwks(CORP.jwks()).key_set})
     stack = make_stack(policy, keys)
     with jwks_server({"keys": [public_jwk(ROGUE_RSA, kid="rogue")]}) as evil:
         header = {"kid": "rogue", "jku": evil.jwks_uri, "x5u": evil.jwks_uri}

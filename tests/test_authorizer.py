@@ -318,7 +318,7 @@ routes:
 
 
 def _keyset(*jwks: dict[str, Any]) -> KeySet:
-    return parse_jwks({"keys": list(jwks)}).keys
+    return parse_jwks({"keys": list(jwks)}).key_set
 
 
 def test_unknown_kid_triggers_one_refetch_and_then_verifies(tmp_path: Path) -> None:

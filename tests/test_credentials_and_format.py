@@ -327,7 +327,9 @@ def test_empty_signature_is_parsed_and_never_verifies(alg: str, reason: DenialRe
     assert parsed.signature == b""
     assert parsed.alg == alg
     key = ECKey.generate_key("P-256", private=False)
-    (verification_key,) = parse_jwks({"keys": [key.as_dict(private=False)]}).keys.keys
+    (verification_key,) = parse_jwks(
+        {"keys": [key.as_dict(private=False)]}
+    ).key_set.verification_keys
     with pytest.raises(Denied) as denied:
         verify_signature(parsed, verification_key)
     assert denied.value.reason is reason

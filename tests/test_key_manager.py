@@ -112,8 +112,8 @@ def test_first_fetch_makes_keys_fresh(
     manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
     snapshot = manager.current("corp")
     assert snapshot.status is KeyStatus.FRESH
-    assert snapshot.keys is not None
-    assert snapshot.keys.kids() == [CORP.kid]
+    assert snapshot.key_set is not None
+    assert snapshot.key_set.kids() == [CORP.kid]
     assert server.count() == 1
 
 
@@ -136,7 +136,7 @@ def test_discovery_naming_another_issuer_is_refused(
     remote = Remote("corp", CORP.iss, server, discovery=True)
     manager = start(make_policy(tmp_path, [remote]), clock)
     snapshot = manager.current("corp")
-    assert snapshot.keys is None
+    assert snapshot.key_set is None
     assert snapshot.status is KeyStatus.FAILED
     assert server.count() == 0
 
@@ -178,10 +178,10 @@ def test_failed_first_fetch_is_ready_without_keys(
     events: list[KeyEvent] = []
     manager = start(make_policy(tmp_path, [corp_remote(server)]), clock, on_event=events.append)
     snapshot = manager.current("corp")
-    assert snapshot.keys is None
+    assert snapshot.key_set is None
     assert snapshot.status is KeyStatus.FAILED
     assert snapshot.last_error
-    assert [(e.result, e.keys, e.source) for e in events] == [(kind, 0, KeyOrigin.NETWORK)]
+    assert [(e.result, e.key_count, e.source) for e in events] == [(kind, 0, KeyOrigin.NETWORK)]
     assert manager.report()["corp"].last_result == kind
 
 
@@ -234,7 +234,7 @@ def test_rotation_is_picked_up_without_restart(
     assert check(old_token) == "allow"
     clock.advance(0.8 * TTL + 1)
     eventually(lambda: server.count() == 3, what="the scheduled refresh")
-    eventually(lambda: manager.current("corp").keys is not None)
+    eventually(lambda: manager.current("corp").key_set is not None)
     eventually(lambda: manager.report()["corp"].kids == ("corp-2",))
     assert check(old_token) == KEY_UNKNOWN
     assert check(token_at(clock.now())) == KEY_UNKNOWN
@@ -249,14 +249,14 @@ def test_failed_refresh_keeps_the_last_good_keys(
     clock.advance(31)
     snapshot = manager.refetch("corp")
     assert snapshot is not None
-    assert snapshot.keys is not None
-    assert snapshot.keys.kids() == [CORP.kid]
+    assert snapshot.key_set is not None
+    assert snapshot.key_set.kids() == [CORP.kid]
     assert snapshot.last_error == "HTTP 503 from key endpoint"
     # past its TTL the set is stale but still served, for max_stale more
     clock.advance(400)
     assert manager.current("corp").status is KeyStatus.STALE
     clock.advance(DAY)
-    assert manager.current("corp").keys is None
+    assert manager.current("corp").key_set is None
     assert manager.current("corp").status is KeyStatus.FAILED
 
 
@@ -616,7 +616,7 @@ def test_events_report_every_fetch_result(
     server.behaviour.status = 502
     clock.advance(31)
     manager.refetch("corp")
-    assert [(e.issuer, e.result, e.keys, e.source, e.status) for e in events] == [
+    assert [(e.issuer, e.result, e.key_count, e.source, e.status) for e in events] == [
         ("corp", "ok", 1, KeyOrigin.NETWORK, KeyStatus.FRESH),
         ("corp", "http_status", 1, KeyOrigin.NETWORK, KeyStatus.FRESH),
     ]

@@ -131,7 +131,7 @@ def test_a_close_prime_rsa_key_in_an_issuer_key_set_is_skipped(
 ) -> None:
     weak = public_jwk(close_key, kid="close", alg="RS256")
     parsed = parse_jwks({"keys": [weak, CORP.public_jwk()]})
-    assert parsed.keys.kids() == [CORP.kid]
+    assert parsed.key_set.kids() == [CORP.kid]
     assert parsed.skipped == ("key 0: kid 'close': RSA modulus with close primes (CVE-2022-26320)",)
 
 
@@ -148,7 +148,7 @@ def test_a_close_prime_rsa_decryption_key_does_not_load(close_key: rsa.RSAPrivat
     )
     ordinary.pop("key_ops", None)
     ordinary.update(kid="ours", use="enc", alg="RSA-OAEP-256")
-    assert len(parse_decryption_jwks({"keys": [ordinary]}).keys) == 1
+    assert len(parse_decryption_jwks({"keys": [ordinary]}).decryption_keys) == 1
 
 
 # small-order Ed25519 ----------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_a_small_order_ed25519_key_is_skipped(point: str) -> None:
     encoding = {**SMALL_ORDER, **NON_CANONICAL}[point]
     assert is_small_order_ed25519(bytes.fromhex(encoding))
     parsed = parse_jwks({"keys": [ed25519_jwk(encoding), EDGE.public_jwk()]})
-    assert parsed.keys.kids() == [EDGE.kid]
+    assert parsed.key_set.kids() == [EDGE.kid]
     assert parsed.skipped == (
         "key 0: kid 'weak': Ed25519 public key of small order verifies forgeries",
     )
@@ -167,7 +167,7 @@ def test_a_small_order_ed25519_key_is_skipped(point: str) -> None:
 
 def test_ordinary_ed25519_keys_are_kept() -> None:
     parsed = parse_jwks({"keys": [EDGE.public_jwk()]})
-    assert parsed.keys.kids() == [EDGE.kid]
+    assert parsed.key_set.kids() == [EDGE.kid]
     assert parsed.skipped == ()
 
 
@@ -185,7 +185,7 @@ def test_a_token_forged_without_a_private_key_under_a_small_order_key_is_refused
         base_dir=tmp_path,
     )
     published = {"keys": [ed25519_jwk(SMALL_ORDER["identity"], kid="edge-weak")]}
-    keys = StaticKeys({"edge": parse_jwks(published).keys})
+    keys = StaticKeys({"edge": parse_jwks(published).key_set})
     header = {"alg": "EdDSA", "typ": "JWT", "kid": "edge-weak"}
     claims = {
         "iss": EDGE.iss,

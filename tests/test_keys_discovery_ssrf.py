@@ -158,7 +158,7 @@ def test_a_same_origin_jwks_uri_of_a_remote_issuer_is_fetched(tmp_path: Path) ->
     result = fetch(remote_issuer(tmp_path), transport)
     assert not isinstance(result, FetchError), result
     assert result.url == f"{REMOTE}/keys"
-    assert result.parsed.keys.kids() == [CORP.kid]
+    assert result.parsed.key_set.kids() == [CORP.kid]
 
 
 def test_a_public_address_of_another_origin_is_allowed(tmp_path: Path) -> None:

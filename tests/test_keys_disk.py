@@ -186,7 +186,7 @@ def test_a_damaged_or_foreign_file_is_ignored(
     server.behaviour.status = 503
     caplog.set_level(logging.INFO, logger="ext_authz.keys")
     manager = managers.start(policy, FixedClock(NOW + 60))
-    assert manager.current("corp").keys is None
+    assert manager.current("corp").key_set is None
     ignored = ("cached key set ignored", "key set on disk not used: too old or of another issuer")
     assert any(r.getMessage() in ignored for r in caplog.records)
 

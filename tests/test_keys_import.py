@@ -58,14 +58,14 @@ def test_the_reader_reads_canonical_base64url() -> None:
 def test_a_public_key_spelled_with_stray_bits_is_skipped() -> None:
     jwk = CORP.public_jwk()
     parsed = parse_jwks({"keys": [{**jwk, "n": _stray_bits(jwk["n"])}, jwk]})
-    assert parsed.keys.kids() == ["corp-1"]
+    assert parsed.key_set.kids() == ["corp-1"]
     assert parsed.skipped == ("key 0: kid 'corp-1': RSA key whose 'n' is not canonical base64url",)
 
 
 def test_a_padded_public_key_is_skipped() -> None:
     jwk = CORP.public_jwk()
     parsed = parse_jwks({"keys": [{**jwk, "n": jwk["n"] + "=" * (-len(jwk["n"]) % 4)}]})
-    assert parsed.keys.kids() == []
+    assert parsed.key_set.kids() == []
     assert "not canonical base64url" in parsed.skipped[0]
 
 
@@ -163,9 +163,9 @@ def test_every_key_management_algorithm_gets_a_key_that_decrypts(
     algorithms of its key type, and decrypts a token of another library."""
     private = _generated(alg, enc, curve)
     keys = parse_decryption_jwks({"keys": [private]})
-    (key,) = keys.keys
+    (key,) = keys.decryption_keys
     assert {name for name in KEY_MANAGEMENT if key.fits(name)} == {alg}
-    (unbound,) = parse_decryption_jwks({"keys": [_without(private, "alg")]}).keys
+    (unbound,) = parse_decryption_jwks({"keys": [_without(private, "alg")]}).decryption_keys
     size = key.size if key.kty == "oct" else 0
     assert {name for name in KEY_MANAGEMENT if unbound.fits(name)} == FITS[key.kty, size]
     config = DecryptionConfig.build(keys, frozenset({alg}), frozenset({enc}))

@@ -89,7 +89,7 @@ SKIPPED = {
 def test_unusable_key_is_skipped_and_the_good_key_stays(case: str) -> None:
     skipped = SKIPPED[case]
     parsed = parse_jwks({"keys": [skipped.jwk, GOOD]})
-    assert parsed.keys.kids() == [CORP.kid]
+    assert parsed.key_set.kids() == [CORP.kid]
     assert len(parsed.skipped) == 1
     assert skipped.why in parsed.skipped[0], parsed.skipped
 
@@ -97,18 +97,18 @@ def test_unusable_key_is_skipped_and_the_good_key_stays(case: str) -> None:
 def test_one_kid_with_different_keys_drops_all_of_them() -> None:
     other = public_jwk(ROGUE_RSA, kid=CORP.kid, alg="RS256")
     parsed = parse_jwks({"keys": [GOOD, other, PARTNER.public_jwk()]})
-    assert parsed.keys.kids() == [PARTNER.kid]
+    assert parsed.key_set.kids() == [PARTNER.kid]
     assert any("several different keys share it" in note for note in parsed.skipped)
 
 
 def test_one_kid_bound_to_different_algorithms_drops_both() -> None:
     parsed = parse_jwks({"keys": [GOOD, _with(GOOD, alg="PS256")]})
-    assert parsed.keys.kids() == []
+    assert parsed.key_set.kids() == []
 
 
 def test_an_exact_repeat_is_kept_once() -> None:
     parsed = parse_jwks({"keys": [GOOD, dict(GOOD)]})
-    assert parsed.keys.kids() == [CORP.kid]
+    assert parsed.key_set.kids() == [CORP.kid]
     assert parsed.skipped == ()
 
 
@@ -117,12 +117,12 @@ def test_an_exact_repeat_is_kept_once() -> None:
     [("RS256", True), ("PS256", False), ("RS512", False), ("ES256", False)],
 )
 def test_a_key_alg_binds_it(alg: str, fits: bool) -> None:
-    (key,) = parse_jwks({"keys": [GOOD]}).keys.keys
+    (key,) = parse_jwks({"keys": [GOOD]}).key_set.verification_keys
     assert key.fits(alg) is fits
 
 
 def test_a_key_without_alg_fits_every_algorithm_of_its_type() -> None:
-    (key,) = parse_jwks({"keys": [_with(GOOD, alg=None)]}).keys.keys
+    (key,) = parse_jwks({"keys": [_with(GOOD, alg=None)]}).key_set.verification_keys
     assert [a for a in ("RS256", "PS384", "ES256", "EdDSA") if key.fits(a)] == ["RS256", "PS384"]
 
 
@@ -148,5 +148,5 @@ def test_the_cached_form_holds_only_accepted_public_keys() -> None:
     cached = json.loads(parsed.public_jwks_json())
     assert cached == {"keys": [GOOD]}
     again = parse_jwks_bytes(parsed.public_jwks_json().encode())
-    assert again.keys.thumbprints == parsed.keys.thumbprints
+    assert again.key_set.thumbprints == parsed.key_set.thumbprints
     assert again.skipped == ()

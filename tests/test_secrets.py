@@ -410,17 +410,17 @@ def test_reprs_of_keys_tokens_and_decrypted_plaintext_reveal_nothing() -> None:
     signed = parse_signed(token)
     assert stack.policy.decryption is not None
     decrypted = decrypt_token(jwe_token, stack.policy.decryption)
-    verification = parse_jwks(CORP.jwks()).keys.keys[0]
-    decryption_keys = stack.policy.decryption.keys
+    verification = parse_jwks(CORP.jwks()).key_set.verification_keys[0]
+    decryption_keys = stack.policy.decryption.key_set
     objects: list[object] = [
         signed,
         decrypted,
         verification,
         verification.key,
-        parse_jwks(CORP.jwks()).keys,
+        parse_jwks(CORP.jwks()).key_set,
         decryption_keys,
-        *decryption_keys.keys,
-        *(k.key for k in decryption_keys.keys),
+        *decryption_keys.decryption_keys,
+        *(k.key for k in decryption_keys.decryption_keys),
         stack.policy.decryption,
         stack.policy,
         Denied(R.SIGNATURE_INVALID),
@@ -439,7 +439,8 @@ def test_reprs_of_keys_tokens_and_decrypted_plaintext_reveal_nothing() -> None:
     assert repr(verification) == "VerificationKey(kid='corp-1', kty=RSA, alg=RS256)"
     assert repr(decrypted) == "Decrypted(alg=RSA-OAEP-256, enc=A256GCM)"
     assert (
-        repr(decryption_keys.keys[0]) == "DecryptionKey(kid='enc-rsa', kty=RSA, alg=RSA-OAEP-256)"
+        repr(decryption_keys.decryption_keys[0])
+        == "DecryptionKey(kid='enc-rsa', kty=RSA, alg=RSA-OAEP-256)"
     )
 
 

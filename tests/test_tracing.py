@@ -232,7 +232,8 @@ def test_a_key_refetch_and_a_decryption_are_child_spans_of_the_check(
     )
     rotated = {"keys": CORP.jwks()["keys"] + ROTATED.jwks()["keys"]}
     keys = RecordingKeys(
-        {"corp": parse_jwks(CORP.jwks()).keys}, after_refetch={"corp": parse_jwks(rotated).keys}
+        {"corp": parse_jwks(CORP.jwks()).key_set},
+        after_refetch={"corp": parse_jwks(rotated).key_set},
     )
     authorizer = Authorizer.over(
         tracer.traced_runtime(lambda: Runtime(policy, keys)), FixedClock(NOW)

@@ -48,5 +48,5 @@ def test_a_roca_key_is_skipped_from_a_jwks() -> None:
         "n": b64url(n.to_bytes((n.bit_length() + 7) // 8, "big")),
     }
     parsed = parse_jwks({"keys": [jwk]})
-    assert not parsed.keys.keys
+    assert not parsed.key_set.verification_keys
     assert "ROCA" in parsed.skipped[0]

@@ -63,14 +63,14 @@ class DecryptionKey:
 
 @dataclass(frozen=True, slots=True)
 class DecryptionKeySet:
-    keys: tuple[DecryptionKey, ...]
+    decryption_keys: tuple[DecryptionKey, ...]
     by_kid: Mapping[str, DecryptionKey] = field(default_factory=dict)
 
     def candidates(self, kid: str | None, alg: str) -> list[DecryptionKey]:
         if kid is not None:
             key = self.by_kid.get(kid)
             return [key] if key is not None and key.fits(alg) else []
-        return [k for k in self.keys if k.fits(alg)]
+        return [k for k in self.decryption_keys if k.fits(alg)]
 
 
 def load_decryption_keys(

@@ -24,11 +24,11 @@ class KeyOrigin(enum.Enum):
 class KeyEvent:
     """One fetch result. `result` is "ok" or the failure kind ("timeout", "http_status",
     "network", "too_large", "encoded", "invalid_jwks", "no_usable_key", "discovery", "replica",
-    "internal"); `keys` is the number of keys served after it (0: none)."""
+    "internal"); `key_count` is the number of keys served after it (0: none)."""
 
     issuer: str  # the local issuer name
     result: str
-    keys: int
+    key_count: int
     source: KeyOrigin
     status: KeyStatus
     error: str | None = None

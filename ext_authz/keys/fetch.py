@@ -133,7 +133,7 @@ class HttpJwksFetcher:
             parsed = parse_jwks_bytes(body)
         except JwksError as exc:
             raise FetchError(f"bad JWKS: {exc}", FetchErrorKind.INVALID_JWKS) from None
-        if not parsed.keys.keys:
+        if not parsed.key_set.verification_keys:
             raise FetchError("JWKS has no usable signature key", FetchErrorKind.NO_USABLE_KEY)
         return FetchedKeys(parsed, ttl_from_cache_control(cache_control, settings), url)
 

@@ -66,7 +66,7 @@ class VerificationKey:
 
 @dataclass(frozen=True, slots=True)
 class KeySet:
-    keys: tuple[VerificationKey, ...] = ()
+    verification_keys: tuple[VerificationKey, ...] = ()
     by_kid: Mapping[str, VerificationKey] = field(default_factory=dict)
     thumbprints: frozenset[str] = frozenset()
 
@@ -82,18 +82,18 @@ class KeySet:
         return key.thumbprint in self.thumbprints
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.verification_keys)
 
     def kids(self) -> list[str]:
-        return [k.kid or "(no kid)" for k in self.keys]
+        return [k.kid or "(no kid)" for k in self.verification_keys]
 
 
 @dataclass(frozen=True, slots=True)
 class ParsedKeySet:
-    keys: KeySet
+    key_set: KeySet
     skipped: tuple[str, ...]
     # the accepted keys as published (public members only: keys holding private
-    # members are skipped), in the order of `keys.keys`
+    # members are skipped), in the order of `key_set.verification_keys`
     documents: tuple[Mapping[str, Any], ...] = ()
 
     def public_jwks_json(self) -> str:

@@ -250,7 +250,7 @@ class KeyManager:
         now, mono = self._clock.now(), self._clock.monotonic()
         out: dict[str, IssuerReport] = {}
         for name, static in self._static.items():
-            kids = tuple(static.keys.kids()) if static.keys is not None else ()
+            kids = tuple(static.key_set.kids()) if static.key_set is not None else ()
             out[name] = IssuerReport(
                 name=name,
                 issuer=self._static_iss[name],
@@ -275,7 +275,7 @@ class KeyManager:
                 name=name,
                 issuer=slot.source.issuer,
                 status=view.at(now).status,
-                kids=tuple(held.keys.kids()) if held is not None else (),
+                kids=tuple(held.key_set.kids()) if held is not None else (),
                 source=held.source if held is not None else None,
                 fetched_at=held.entry.fetched_at if held is not None else None,
                 fresh_until=view.fresh_until if held is not None else None,

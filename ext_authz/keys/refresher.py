@@ -337,7 +337,7 @@ class IssuerRefresher:
         except JwksError as exc:
             self._bad(source, entry.fetched_at, str(exc))
             return None
-        if not parsed.keys.keys:
+        if not parsed.key_set.verification_keys:
             self._bad(source, entry.fetched_at, "no usable signature key")
             return None
         return parsed
@@ -355,7 +355,7 @@ class IssuerRefresher:
     def _accept(self, entry: CachedJwks, parsed: ParsedKeySet, source: KeyOrigin) -> None:
         name = self.slot.name
         previous = self._held
-        self._held = Held(parsed.keys, entry, source)
+        self._held = Held(parsed.key_set, entry, source)
         self._bad_entry = None
         if source is not KeyOrigin.DISK:
             self._last_attempt_at = self._clock.now()
@@ -370,9 +370,9 @@ class IssuerRefresher:
             self._failures = 0
         self._schedule_after_success(entry)
         self._rebuild()
-        kids = set(parsed.keys.kids())
-        if previous is not None and set(previous.keys.kids()) != kids:
-            old = set(previous.keys.kids())
+        kids = set(parsed.key_set.kids())
+        if previous is not None and set(previous.key_set.kids()) != kids:
+            old = set(previous.key_set.kids())
             log.info(
                 "key set changed",
                 extra={
@@ -410,7 +410,7 @@ class IssuerRefresher:
             "result": result,
             "error": error,
             "failures": self._failures,
-            "serving_keys": len(served.keys) if served.keys is not None else 0,
+            "serving_keys": len(served.key_set) if served.key_set is not None else 0,
         }
         if not self._failing:
             self._failing = True
@@ -436,8 +436,8 @@ class IssuerRefresher:
         entry = held.entry
         expired = "keys stale beyond max_stale" + (f"; last error: {error}" if error else "")
         self._view = KeyView(
-            fresh=IssuerKeys(held.keys, KeyStatus.FRESH, entry.fetched_at, error),
-            stale=IssuerKeys(held.keys, KeyStatus.STALE, entry.fetched_at, error),
+            fresh=IssuerKeys(held.key_set, KeyStatus.FRESH, entry.fetched_at, error),
+            stale=IssuerKeys(held.key_set, KeyStatus.STALE, entry.fetched_at, error),
             gone=IssuerKeys(None, KeyStatus.FAILED, entry.fetched_at, expired),
             fresh_until=entry.fresh_until,
             expires_at=entry.expires_at(self.source.settings.max_stale),
@@ -479,7 +479,7 @@ class IssuerRefresher:
         if status is KeyStatus.FRESH and held is not None:
             log.info(
                 "keys fresh",
-                extra={**fields, "kids": held.keys.kids(), "source": held.source.value},
+                extra={**fields, "kids": held.key_set.kids(), "source": held.source.value},
             )
         elif status is KeyStatus.STALE:
             log.warning(
@@ -526,7 +526,7 @@ class IssuerRefresher:
         event = KeyEvent(
             issuer=self.slot.name,
             result=result,
-            keys=len(served.keys) if served.keys is not None else 0,
+            key_count=len(served.key_set) if served.key_set is not None else 0,
             source=source,
             status=served.status,
             error=error,

@@ -58,7 +58,7 @@ class KeyView:
 class Held:
     """The key set served, with the cache entry it came from."""
 
-    keys: KeySet
+    key_set: KeySet
     entry: CachedJwks
     source: KeyOrigin
 

@@ -23,10 +23,15 @@ class KeyStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class IssuerKeys:
-    keys: KeySet | None  # None: nothing to verify with (503)
+    key_set: KeySet | None  # None: nothing to verify with (503)
     status: KeyStatus
     fetched_at: float | None = None  # wall clock of the last good fetch
     last_error: str | None = None
+
+    @property
+    def keys(self) -> KeySet | None:
+        """Compatibility name of `key_set`."""
+        return self.key_set
 
 
 class KeyProvider(Protocol):

@@ -305,8 +305,8 @@ class _Compiler:
             self.error((*base, "jwks"), str(exc))
             return None
         return (
-            self._usable((*base, "jwks"), parsed.keys, parsed.skipped)
-            and KeySource(iss, KeySourceKind.INLINE, settings, static_keys=parsed.keys)
+            self._usable((*base, "jwks"), parsed.key_set, parsed.skipped)
+            and KeySource(iss, KeySourceKind.INLINE, settings, static_keys=parsed.key_set)
         ) or None
 
     def _key_file(self, where: FieldPath, relative: str) -> KeySet | None:
@@ -329,7 +329,7 @@ class _Compiler:
         except RecursionError:
             self.error(where, f"{relative}: {_TOO_DEEP}")
             return None
-        return parsed.keys if self._usable(where, parsed.keys, parsed.skipped) else None
+        return parsed.key_set if self._usable(where, parsed.key_set, parsed.skipped) else None
 
     def _decryption(self, model: PolicyModel) -> DecryptionConfig | None:
         dec = model.decryption
@@ -350,7 +350,9 @@ class _Compiler:
             self.error(where, _TOO_DEEP)
             return None
         algorithms = frozenset(dec.algorithms)
-        unusable = [a for a in sorted(algorithms) if not any(k.fits(a) for k in keys.keys)]
+        unusable = [
+            a for a in sorted(algorithms) if not any(k.fits(a) for k in keys.decryption_keys)
+        ]
         for alg in unusable:
             log.warning(
                 "no decryption key fits an allowed algorithm",
@@ -365,7 +367,7 @@ class _Compiler:
         for name, issuer in issuers.items():
             where: FieldPath = ("issuers", name, "unsigned_encrypted_keys")
             for kid in sorted(issuer.unsigned_encrypted_keys):
-                key = decryption.keys.by_kid.get(kid) if decryption else None
+                key = decryption.key_set.by_kid.get(kid) if decryption else None
                 if key is None:
                     self.error(where, f"no decryption key has kid '{kid}'")
                 elif not key.symmetric:
@@ -384,7 +386,7 @@ class _Compiler:
     def _usable(self, where: FieldPath, keys: KeySet, skipped: tuple[str, ...]) -> bool:
         for note in skipped:
             log.warning("policy key skipped", extra={"field": format_path(where), "why": note})
-        if not keys.keys:
+        if not keys.verification_keys:
             detail = f" ({'; '.join(skipped)})" if skipped else ""
             self.error(where, f"no usable signature verification key{detail}")
             return False

@@ -90,7 +90,7 @@ _KEY_ERRORS = (
 
 @dataclass(frozen=True, slots=True)
 class DecryptionConfig:
-    keys: DecryptionKeySet
+    key_set: DecryptionKeySet
     algorithms: frozenset[str]
     encryptions: frozenset[str]
     registry: JWERegistry
@@ -176,7 +176,7 @@ def decrypt_token(token: str, config: DecryptionConfig | None) -> Decrypted:
     if len(tag) != content.tag_bytes:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"tag length wrong for {enc}")
     kid = header.get("kid")
-    candidates = config.keys.candidates(kid if isinstance(kid, str) else None, alg)
+    candidates = config.key_set.candidates(kid if isinstance(kid, str) else None, alg)
     if KEY_MANAGEMENT[alg].direct:
         candidates = [k for k in candidates if k.size == content.cek_bytes]
     if not candidates:

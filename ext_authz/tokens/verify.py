@@ -54,7 +54,7 @@ def select_key(keys: KeySet, token: SignedToken) -> VerificationKey:
         if not key.fits(alg):
             raise Denied(DenialReason.KEY_MISMATCH, f"key does not fit alg {alg}")
         return key
-    candidates = [k for k in keys.keys if k.fits(alg)]
+    candidates = [k for k in keys.verification_keys if k.fits(alg)]
     if len(candidates) != 1:
         raise Denied(DenialReason.KEY_UNKNOWN, f"no kid, and {len(candidates)} keys fit alg {alg}")
     return candidates[0]
