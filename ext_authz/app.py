@@ -9,20 +9,26 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 
 from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.clock import SystemClock
-from ext_authz.decision_log import DecisionObserver, log_decision
+from ext_authz.decision_log import DecisionObserver, decision_logger
 from ext_authz.envoy.server import build_server, set_serving
 from ext_authz.keys.events import KeyEvent
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import IssuerKeys, KeyStatus
+from ext_authz.memo import DEFAULT_SIZE as DEFAULT_MEMO_SIZE
+from ext_authz.memo import AnswerMemo
 from ext_authz.metrics import Metrics, serve_metrics
 from ext_authz.policy.loader import PolicyError, load_policy
 from ext_authz.policy.model import Policy
 from ext_authz.tokens.cache import VerifiedTokenCache
+
+if TYPE_CHECKING:
+    from ext_authz.supervisor import WorkerControl
 
 log = logging.getLogger("ext_authz")
 
@@ -40,6 +46,10 @@ class ServeOptions:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     reload_interval: float = 2.0
+    decision_log: str = "all"  # all | deny | off
+    memo_size: int = DEFAULT_MEMO_SIZE  # remembered allow answers (0: none)
+    processes: int = 1  # more than 1: a supervisor runs that many serving processes
+    reuse_port: bool = False  # set by the supervisor for its workers
 
 
 class StartupError(Exception):
@@ -166,8 +176,13 @@ def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(stamps)
 
 
-def serve(options: ServeOptions) -> int:
-    """Run until SIGTERM or SIGINT. Returns the process exit code."""
+def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
+    """Run until SIGTERM or SIGINT. Returns the process exit code. Under a supervisor
+    (`--processes N`), `control` carries its health verdict and reload commands."""
+    if options.processes > 1:
+        from ext_authz.supervisor import supervise
+
+        return supervise(options)
     try:
         policy = load_policy(options.config)
     except PolicyError as exc:
@@ -185,7 +200,13 @@ def serve(options: ServeOptions) -> int:
     holder = RuntimeHolder(Runtime(policy, manager), manager, options.workers)
     cache = VerifiedTokenCache(clock, maxsize=options.token_cache_size)
     authorizer = Authorizer.over(holder, clock, cache)
-    observers: list[DecisionObserver] = [log_decision]
+    memo: AnswerMemo[bytes] | None = (
+        AnswerMemo(holder, cache, clock, options.memo_size) if options.memo_size > 0 else None
+    )
+    observers: list[DecisionObserver] = []
+    log_line = decision_logger(options.decision_log)
+    if log_line is not None:
+        observers.append(log_line)
     if metrics is not None:
         observers.append(lambda decision, _id, seconds: metrics.observe_decision(decision, seconds))
     try:
@@ -196,10 +217,15 @@ def serve(options: ServeOptions) -> int:
             workers=options.workers,
             credentials=credentials,
             observers=observers,
+            memo=memo,
+            reuse_port=options.reuse_port,
         )
         if metrics is not None and options.metrics_listen is not None:
-            metrics.watch_runtime(holder.statuses, cache)
-            serve_metrics(metrics, options.metrics_listen)
+            metrics.watch_runtime(holder.statuses, cache, memo=memo)
+            if control is None:
+                serve_metrics(metrics, options.metrics_listen)
+            else:  # the supervisor serves the sum of its workers' metrics
+                metrics.publish_runtime()
     except (OSError, RuntimeError, ValueError) as exc:
         log.error("cannot start the servers", extra={"error": str(exc)})
         return 1
@@ -235,9 +261,14 @@ def serve(options: ServeOptions) -> int:
         if stopping.is_set():
             return
         failed = [n for n, s in manager.statuses().items() if s.status is KeyStatus.FAILED]
-        set_serving(health_servicer, True)
+        if control is not None:
+            control.ready()  # the supervisor says SERVING once every worker is ready
+        else:
+            set_serving(health_servicer, True)
         log.info("serving", extra={"issuers_without_keys": failed})
 
+    if control is not None:
+        control.attach(health_servicer, holder, metrics, options.config)
     threading.Thread(target=become_ready, name="ext-authz-ready", daemon=True).start()
     files = watched_files(policy)
     stamp = _stamp(files)

@@ -1,4 +1,11 @@
-"""The decision log: one structured line per decision, shared by both front doors."""
+"""The decision log: one structured line per decision, shared by both front doors.
+
+On the server the line is built where it costs the check nothing it waits for: the
+check thread hands the (immutable) decision, its id, latency and time to the buffered
+writer, which formats the JSON on its own thread. `--decision-log deny` keeps the
+denials (and dry-run would-be denials) only; `off` writes none, for deployments whose
+Envoy access log carries the decision from the dynamic metadata instead.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +17,15 @@ from typing import Any
 
 from ext_authz.decision import Allow, Decision, outcome
 from ext_authz.denial import http_status
-from ext_authz.log import direct_json_sink, timestamp
+from ext_authz.log import direct_json_sink, static_fields, timestamp
 
 decision_log = logging.getLogger("ext_authz.decision")
 
 DecisionObserver = Callable[[Decision, str, float], None]
+DECISION_LOG_MODES = ("all", "deny", "off")
 
 
-def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:
-    sink = direct_json_sink(decision_log)
-    if sink is None and not decision_log.isEnabledFor(logging.INFO):
-        return
+def decision_fields(decision: Decision, decision_id: str, seconds: float) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "decision_id": decision_id,
         "route": decision.route,
@@ -39,10 +44,40 @@ def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:
             fields["header_notes"] = list(decision.notes)
     elif decision.detail:
         fields["detail"] = decision.detail
-    if sink is not None:  # the same JSON line the formatter would write, built directly
-        now = time.time()
-        line = {"ts": timestamp(now), "level": "info", "logger": decision_log.name}
-        line["msg"] = "decision"
-        sink.write_line(json.dumps({**line, **fields}, default=str, separators=(",", ":")))
+    return fields
+
+
+def decision_line(decision: Decision, decision_id: str, seconds: float, now: float) -> str:
+    """The JSON line the formatter would write for this decision, built directly."""
+    line: dict[str, Any] = {"ts": timestamp(now), "level": "info", "logger": decision_log.name}
+    line["msg"] = "decision"
+    line.update(static_fields())
+    line.update(decision_fields(decision, decision_id, seconds))
+    return json.dumps(line, default=str, separators=(",", ":"))
+
+
+def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:
+    sink = direct_json_sink(decision_log)
+    if sink is not None:
+        sink.defer(decision_line, decision, decision_id, seconds, time.time())
         return
-    decision_log.info("decision", extra=fields)
+    if decision_log.isEnabledFor(logging.INFO):
+        decision_log.info("decision", extra=decision_fields(decision, decision_id, seconds))
+
+
+def log_denial(decision: Decision, decision_id: str, seconds: float) -> None:
+    """`log_decision` for denials and dry-run would-be denials only."""
+    if isinstance(decision, Allow) and decision.dry_run is None:
+        return
+    log_decision(decision, decision_id, seconds)
+
+
+def decision_logger(mode: str) -> DecisionObserver | None:
+    """The observer for `--decision-log all|deny|off` (None: no line at all)."""
+    if mode == "all":
+        return log_decision
+    if mode == "deny":
+        return log_denial
+    if mode == "off":
+        return None
+    raise ValueError(f"decision log mode must be one of {', '.join(DECISION_LOG_MODES)}")

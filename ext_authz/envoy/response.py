@@ -39,6 +39,37 @@ def _metadata(
     return metadata
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def response_bytes(decision: Decision) -> bytes:
+    """The serialised `CheckResponse` for `decision`, without a decision id: the part
+    an answer memo may keep."""
+    return bytes(check_response(decision, None).SerializeToString())
+
+
+def with_decision_id(response: bytes, decision_id: str) -> bytes:
+    """`response` plus `dynamic_metadata.decision_id`.
+
+    Protobuf merges a message field that occurs twice and appends map entries, so a
+    second `dynamic_metadata` (field 4) holding one `fields` entry (a `Struct` map
+    entry: key 1, `Value` 2 with `string_value` 3) adds the id to the metadata already
+    serialised: the same message `check_response(decision, decision_id)` builds."""
+    value = _field(0x1A, decision_id.encode("utf-8"))  # Value.string_value
+    entry = _field(0x0A, b"decision_id") + _field(0x12, value)  # map entry: key, value
+    return response + _field(0x22, _field(0x0A, entry))  # CheckResponse.dynamic_metadata
+
+
 def check_response(
     decision: Decision, decision_id: str | None = None
 ) -> external_auth_pb2.CheckResponse:

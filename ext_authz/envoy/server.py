@@ -22,8 +22,9 @@ from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Decision, Deny
 from ext_authz.decision_log import DecisionObserver, log_decision
 from ext_authz.envoy.request import BadCheckRequest, request_view
-from ext_authz.envoy.response import check_response
+from ext_authz.envoy.response import response_bytes, with_decision_id
 from ext_authz.errors import DenialReason
+from ext_authz.memo import AnswerMemo, Hit, Miss
 
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 
@@ -36,21 +37,34 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         authorizer: Authorizer,
         realm: str = "ext-authz",
         observers: Sequence[DecisionObserver] | None = None,
+        memo: AnswerMemo[bytes] | None = None,
     ) -> None:
         self._authorizer = authorizer
         self._realm = realm
         self._observers = tuple(observers) if observers is not None else (log_decision,)
+        self._memo = memo
 
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
     ) -> external_auth_pb2.CheckResponse:
+        return external_auth_pb2.CheckResponse.FromString(self.answer(request, context))
+
+    def answer(self, request: external_auth_pb2.CheckRequest, _context: Any) -> bytes:
+        """The serialised `CheckResponse`: what the server sends (no second encoding)."""
         started = time.perf_counter()
         request_id: str | None = None
         decision: Decision
+        response: bytes | None = None
+        miss: Miss | None = None
         try:
             view = request_view(request)
             request_id = view.request_id
-            decision = self._authorizer.check(view)
+            found = self._memo.get(view) if self._memo is not None else None
+            if isinstance(found, Hit):
+                decision, response = found.decision, found.answer
+            else:
+                miss = found
+                decision = self._authorizer.check(view)
         except BadCheckRequest as bad:
             decision = Deny(DenialReason.REQUEST_INVALID, self._realm, detail=str(bad))
         except Exception:
@@ -63,7 +77,24 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                 observe(decision, decision_id, seconds)
             except Exception:
                 log.exception("decision observer failed")
-        return check_response(decision, decision_id)
+        if response is None:
+            response = response_bytes(decision)
+            if miss is not None and self._memo is not None:
+                self._memo.put(miss, decision, response)
+        return with_decision_id(response, decision_id)
+
+    def method_handlers(self) -> grpc.GenericRpcHandler:
+        """Envoy's Authorization service, answering with the bytes `answer` builds."""
+        return grpc.method_handlers_generic_handler(
+            AUTHORIZATION_SERVICE,
+            {
+                "Check": grpc.unary_unary_rpc_method_handler(
+                    self.answer,
+                    request_deserializer=external_auth_pb2.CheckRequest.FromString,
+                    response_serializer=None,  # already bytes
+                )
+            },
+        )
 
 
 def build_server(
@@ -74,14 +105,19 @@ def build_server(
     workers: int = 4,
     credentials: grpc.ServerCredentials | None = None,
     observers: Sequence[DecisionObserver] | None = None,
+    memo: AnswerMemo[bytes] | None = None,
+    reuse_port: bool = False,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """A started-ready (not yet started) server, its health servicer and bound port."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ext-authz-check"),
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 1024 * 1024)],
+        options=[
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+            ("grpc.max_receive_message_length", 1024 * 1024),
+        ],
     )
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-        AuthorizationService(authorizer, realm, observers), server
+    server.add_generic_rpc_handlers(
+        (AuthorizationService(authorizer, realm, observers, memo).method_handlers(),)
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for service in ("", AUTHORIZATION_SERVICE):

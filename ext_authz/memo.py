@@ -1,0 +1,159 @@
+"""Finished allow answers, remembered per (authorization header, route, policy).
+
+A token seen before on the same route gets the same answer as last time: the same
+headers set and removed, the same metadata. The memo keeps that answer as the front
+door rendered it (for gRPC, the serialised `CheckResponse` without its decision id),
+so a hit skips token parsing, claim lookup, header rendering and protobuf building.
+
+An entry is served only while all of these hold:
+
+- the policy is the one it was decided under (any reload, even of an identical file,
+  empties the memo: a new policy object is a new generation);
+- the request selects the same route (the route is part of the key);
+- the token has not expired (`exp` plus the issuer's leeway, on the checking clock);
+- the key that verified the token is still in the issuer's current key set (a key the
+  issuer withdrew, or keys past their `max_stale`, end the entry, as they end the
+  verified-token cache's entry).
+
+Denials are not remembered. Most are already cheap (no token, no route, a malformed
+header: decided before any cryptography), and the expensive ones are unsafe to keep:
+a bad signature or an unknown issuer costs an attacker nothing to vary, so remembering
+them would let junk tokens push real answers out of the bounded memo, and several
+(unknown key, keys unavailable, not yet valid) change with time or a key refetch.
+Dry-run allows are denials let through and are not remembered either.
+
+Memory is bounded by `maxsize` entries (least recently used out first, expired first).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from cachetools import TLRUCache
+
+from ext_authz.authorizer import Runtime
+from ext_authz.clock import Clock
+from ext_authz.decision import Allow, Decision
+from ext_authz.errors import Denied
+from ext_authz.keys.jwks import VerificationKey
+from ext_authz.policy.model import Access, Policy
+from ext_authz.policy.routes import select_route
+from ext_authz.request import RequestView
+from ext_authz.tokens.cache import VerifiedTokenCache
+from ext_authz.tokens.credentials import bearer_token
+
+T = TypeVar("T")
+
+DEFAULT_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _Entry(Generic[T]):
+    decision: Allow
+    answer: T
+    issuer: str
+    key: VerificationKey | None  # None: unsigned claims in a JWE (bound to the policy)
+    valid_until: float
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Miss:
+    """What a miss saw, so the answer decided next is filed under the same generation."""
+
+    policy: Policy
+    route: str
+    authorization: str
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Hit(Generic[T]):
+    decision: Allow
+    answer: T
+
+
+def _until(_key: tuple[str, str], entry: _Entry[Any], _now: float) -> float:
+    return entry.valid_until
+
+
+class AnswerMemo(Generic[T]):
+    def __init__(
+        self,
+        runtime: Callable[[], Runtime],
+        tokens: VerifiedTokenCache,
+        clock: Clock,
+        maxsize: int = DEFAULT_SIZE,
+    ) -> None:
+        self._runtime = runtime
+        self._tokens = tokens
+        self._clock = clock
+        self._maxsize = maxsize
+        self._lock = threading.Lock()
+        self._policy: Policy | None = None
+        self._entries: TLRUCache[tuple[str, str], _Entry[T]] = self._empty()
+        self.hits = 0
+        self.misses = 0
+
+    def _empty(self) -> TLRUCache[tuple[str, str], _Entry[T]]:
+        return TLRUCache(maxsize=self._maxsize, ttu=_until, timer=self._clock.now)
+
+    def get(self, request: RequestView) -> Hit[T] | Miss | None:
+        """A remembered answer, or a `Miss` to file the coming answer with, or None
+        when this request's answer is never remembered (no token, not a `require`
+        route)."""
+        authorization = request.headers.get("authorization")
+        if authorization is None:
+            return None
+        runtime = self._runtime()
+        policy = runtime.policy
+        route = select_route(policy.routes, request)
+        if route is None or route.access is not Access.REQUIRE:
+            return None
+        key = (authorization, route.name)
+        with self._lock:
+            if self._policy is not policy:  # a reload: every answer is decided again
+                self._policy = policy
+                self._entries = self._empty()
+                entry = None
+            else:
+                entry = self._entries.get(key)
+        if entry is not None and entry.valid_until > self._clock.now():
+            if entry.key is None:
+                self.hits += 1
+                return Hit(entry.decision, entry.answer)
+            held = runtime.keys.current(entry.issuer).keys
+            if held is not None and held.holds(entry.key):
+                self.hits += 1
+                return Hit(entry.decision, entry.answer)
+            with self._lock:
+                self._entries.pop(key, None)
+        self.misses += 1
+        return Miss(policy, route.name, authorization)
+
+    def put(self, miss: Miss, decision: Decision, answer: T) -> None:
+        """Remember `answer` if `decision` is a plain allow decided under the policy
+        the miss saw, for the token the verified-token cache holds."""
+        if not isinstance(decision, Allow) or decision.dry_run is not None:
+            return
+        if decision.route != miss.route or decision.issuer is None:
+            return
+        try:
+            token = bearer_token({"authorization": miss.authorization})
+        except Denied:
+            return
+        if token is None:
+            return
+        verified = self._tokens.peek(token)
+        if verified is None or verified.policy is not miss.policy:
+            return
+        if verified.issuer.name != decision.issuer:
+            return
+        entry = _Entry(decision, answer, verified.issuer.name, verified.key, verified.valid_until)
+        with self._lock:
+            if self._policy is miss.policy:
+                self._entries[(miss.authorization, miss.route)] = entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
