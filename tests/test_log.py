@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from ext_authz import decision_log as decision_log_module
-from ext_authz.decision import Allow, Deny
+from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.decision_log import decision_logger, log_decision
 from ext_authz.errors import DenialReason
 from ext_authz.log import (
@@ -135,7 +135,7 @@ def test_the_check_thread_only_queues_the_decision_and_the_writer_formats_it(
 def test_decision_log_modes(mode: str, logged: list[str], caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     observer = decision_logger(mode)
-    decisions = [
+    decisions: list[Decision] = [
         Allow("orders", issuer="corp"),
         Allow("orders", dry_run=DenialReason.SCOPE_MISSING),
         Deny(DenialReason.TOKEN_MISSING, "r", route="orders"),
