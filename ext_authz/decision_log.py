@@ -47,13 +47,16 @@ def decision_fields(decision: Decision, decision_id: str, seconds: float) -> dic
     return fields
 
 
+_ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
+
+
 def decision_line(decision: Decision, decision_id: str, seconds: float, now: float) -> str:
     """The JSON line the formatter would write for this decision, built directly."""
     line: dict[str, Any] = {"ts": timestamp(now), "level": "info", "logger": decision_log.name}
     line["msg"] = "decision"
     line.update(static_fields())
     line.update(decision_fields(decision, decision_id, seconds))
-    return json.dumps(line, default=str, separators=(",", ":"))
+    return _ENCODER.encode(line)
 
 
 def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:

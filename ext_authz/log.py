@@ -190,13 +190,27 @@ def direct_json_sink(logger: logging.Logger) -> BufferedStderrHandler | None:
     a hot path may hand it a ready JSON line instead of building a `LogRecord` (which
     walks the stack to find its caller). None whenever anything else listens (tests)."""
     sink = _direct
-    if sink is None or logger.handlers or logging.getLogger().handlers != [sink]:
+    if sink is None or logger.handlers:
+        return None
+    handlers = _root.handlers
+    if len(handlers) != 1 or handlers[0] is not sink:
         return None
     return sink if logger.isEnabledFor(logging.INFO) else None
 
 
+_root = logging.getLogger()
+_second: tuple[int, str] = (-1, "")
+
+
 def timestamp(now: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    """RFC 3339 UTC with milliseconds; the part up to the second is computed once a
+    second (the decision log writes thousands of lines a second)."""
+    global _second
+    whole = int(now)
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int(now % 1 * 1000):03d}Z"
 
 
 _settings = ("json", "info")

@@ -22,7 +22,8 @@ them would let junk tokens push real answers out of the bounded memo, and severa
 (unknown key, keys unavailable, not yet valid) change with time or a key refetch.
 Dry-run allows are denials let through and are not remembered either.
 
-Memory is bounded by `maxsize` entries (least recently used out first, expired first).
+Memory is bounded by `maxsize` entries: when full, expired entries go first, then the
+oldest. A hit is one dict read (no lock, no reordering): the memo is for speed.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
-
-from cachetools import TLRUCache
+from typing import Generic, TypeVar
 
 from ext_authz.authorizer import Runtime
 from ext_authz.clock import Clock
@@ -74,10 +73,6 @@ class Hit(Generic[T]):
     answer: T
 
 
-def _until(_key: tuple[str, str], entry: _Entry[Any], _now: float) -> float:
-    return entry.valid_until
-
-
 class AnswerMemo(Generic[T]):
     def __init__(
         self,
@@ -92,12 +87,9 @@ class AnswerMemo(Generic[T]):
         self._maxsize = maxsize
         self._lock = threading.Lock()
         self._policy: Policy | None = None
-        self._entries: TLRUCache[tuple[str, str], _Entry[T]] = self._empty()
+        self._entries: dict[tuple[str, str], _Entry[T]] = {}
         self.hits = 0
         self.misses = 0
-
-    def _empty(self) -> TLRUCache[tuple[str, str], _Entry[T]]:
-        return TLRUCache(maxsize=self._maxsize, ttu=_until, timer=self._clock.now)
 
     def get(self, request: RequestView) -> Hit[T] | Miss | None:
         """A remembered answer, or a `Miss` to file the coming answer with, or None
@@ -112,13 +104,12 @@ class AnswerMemo(Generic[T]):
         if route is None or route.access is not Access.REQUIRE:
             return None
         key = (authorization, route.name)
-        with self._lock:
-            if self._policy is not policy:  # a reload: every answer is decided again
-                self._policy = policy
-                self._entries = self._empty()
-                entry = None
-            else:
-                entry = self._entries.get(key)
+        if self._policy is not policy:  # a reload: every answer is decided again
+            with self._lock:
+                if self._policy is not policy:
+                    self._policy = policy
+                    self._entries = {}
+        entry = self._entries.get(key)
         if entry is not None and entry.valid_until > self._clock.now():
             if entry.key is None:
                 self.hits += 1
@@ -152,8 +143,23 @@ class AnswerMemo(Generic[T]):
             return
         entry = _Entry(decision, answer, verified.issuer.name, verified.key, verified.valid_until)
         with self._lock:
-            if self._policy is miss.policy:
-                self._entries[(miss.authorization, miss.route)] = entry
+            if self._policy is not miss.policy:
+                return
+            entries = self._entries
+            if len(entries) >= self._maxsize:
+                self._make_room(entries)
+            entries[(miss.authorization, miss.route)] = entry
+
+    def _make_room(self, entries: dict[tuple[str, str], _Entry[T]]) -> None:
+        """Drop the expired entries, then the oldest down to 90 % full, so that the scan
+        runs once per tenth of `maxsize` new entries, not once per entry."""
+        now = self._clock.now()
+        expired = [key for key, entry in entries.items() if entry.valid_until <= now]
+        for key in expired:
+            del entries[key]
+        keep = self._maxsize - max(1, self._maxsize // 10)
+        while len(entries) > keep:
+            del entries[next(iter(entries))]
 
     def __len__(self) -> int:
         return len(self._entries)

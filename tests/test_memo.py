@@ -189,11 +189,29 @@ def test_another_authorization_header_is_another_entry(stack: Stack) -> None:
     assert stack.memo.hits == 0
 
 
-def test_memory_is_bounded(tmp_path: Path) -> None:
-    stack = Stack(tmp_path, maxsize=3)
-    for n in range(10):
-        assert stack.check(token=mint(CORP, sub=f"user-{n}")).allowed
-    assert len(stack.memo) == 3
+def test_memory_is_bounded_and_the_newest_answers_stay(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, maxsize=10)
+    tokens = [mint(CORP, sub=f"user-{n}") for n in range(25)]
+    for token in tokens:
+        assert stack.check(token=token).allowed
+        assert len(stack.memo) <= 10
+    assert stack.check(token=tokens[-1]).allowed
+    assert stack.memo.hits == 1
+    assert stack.check(token=tokens[0]).allowed
+    assert stack.memo.hits == 1  # the oldest made room
+
+
+def test_expired_answers_make_room_first(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, maxsize=10)
+    for n in range(9):
+        assert stack.check(token=mint(CORP, sub=f"short-{n}", exp=NOW + 5)).allowed
+    keeper = mint(CORP, sub="long")
+    assert stack.check(token=keeper).allowed
+    stack.clock.advance(5 + LEEWAY)
+    assert stack.check(token=mint(CORP, sub="new")).allowed  # full: the expired go
+    assert len(stack.memo) == 2
+    assert stack.check(token=keeper).allowed
+    assert stack.memo.hits == 1
 
 
 def test_decision_id_appended_to_a_serialised_answer_is_the_built_message() -> None:
@@ -204,7 +222,7 @@ def test_decision_id_appended_to_a_serialised_answer_is_the_built_message() -> N
         headers=(("x-user-id", "s"),),
         remove=("x-tenant-id",),
     )
-    for decision_id in ("d-1", "é" * 200):
+    for decision_id in ("", "d-1", "x" * 100, "x" * 101, "x" * 128, "é" * 200):
         joined = external_auth_pb2.CheckResponse.FromString(
             with_decision_id(response_bytes(allow), decision_id)
         )

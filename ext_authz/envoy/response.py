@@ -65,9 +65,28 @@ def with_decision_id(response: bytes, decision_id: str) -> bytes:
     second `dynamic_metadata` (field 4) holding one `fields` entry (a `Struct` map
     entry: key 1, `Value` 2 with `string_value` 3) adds the id to the metadata already
     serialised: the same message `check_response(decision, decision_id)` builds."""
-    value = _field(0x1A, decision_id.encode("utf-8"))  # Value.string_value
+    raw = decision_id.encode("utf-8")
+    size = len(raw)
+    if size <= _SHORT_ID:  # every length below fits one varint byte: the usual case
+        return b"".join((response, _SHORT_HEAD[size], raw))
+    value = _field(0x1A, raw)  # Value.string_value
     entry = _field(0x0A, b"decision_id") + _field(0x12, value)  # map entry: key, value
     return response + _field(0x22, _field(0x0A, entry))  # CheckResponse.dynamic_metadata
+
+
+_SHORT_ID = 100  # the largest id whose enclosing lengths all stay below 128
+
+
+def _short_head(size: int) -> bytes:
+    """Everything `with_decision_id` puts before an id of `size` bytes (< 128 - 27)."""
+    value = 2 + size  # tag and length of Value.string_value, then the id
+    entry = 13 + 2 + value  # key field ("decision_id"), then tag and length of the Value
+    fields = 2 + entry  # Struct.fields: tag and length of the map entry
+    head = bytes((0x22, fields, 0x0A, entry, 0x0A, 11)) + b"decision_id"
+    return head + bytes((0x12, value, 0x1A, size))
+
+
+_SHORT_HEAD = tuple(_short_head(size) for size in range(_SHORT_ID + 1))
 
 
 def check_response(
