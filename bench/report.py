@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from bench import goals
+
 SEEN_TARGET_US = 150.0
 UNSEEN_TARGET_US = 250.0
 RPS_RATIO_TARGET = 0.5
@@ -747,6 +749,7 @@ def render(results: dict[str, Any]) -> str:
     lines += header(results)
     lines += machine(results)
     lines += targets(results)
+    lines += goals.section(results)
     lines += inproc(results.get("inproc"))
     lines += jwe_section(results.get("jwe"))
     lines += grpc_section(results.get("grpc"))
