@@ -19,8 +19,13 @@ no checks; it:
 - serves one Prometheus endpoint that adds up every worker's metrics
   (prometheus-client's multiprocess mode; the workers write to a private directory).
 
-Workers talk to the parent over a pipe: `ready` and `reloaded` up, `serving` and
-`reload` down. A worker whose parent disappears stops by itself.
+Workers talk to the parent over a pipe: `ready` and `reloaded` up, `serving`, `reload`
+and `reload_refused` (to one worker, which counts it in the metrics) down. A worker
+whose parent disappears stops by itself.
+
+A worker (re)started while the policy file on disk does not load cannot start: it
+exits, is retried with the backoff, and health stays `NOT_SERVING` until the file is
+fixed, because every worker must run the same policy.
 
 Adding a listener (another front door) is one more entry in `LISTEN_FIELDS`.
 """
@@ -140,6 +145,8 @@ class WorkerControl:
                 set_serving(health_servicer, bool(message[1]))
             elif message[0] == "reload":
                 self._send("reloaded", holder.reload(config, metrics))
+            elif message[0] == "reload_refused" and metrics is not None:
+                metrics.observe_reload(False)  # refused by the supervisor: counted once
 
 
 def _worker_main(
@@ -309,6 +316,9 @@ class Supervisor:
         except PolicyError as exc:
             for problem in exc.problems:
                 log.error("policy reload refused", extra={"problem": str(problem)})
+            counter = next((s for s in self._slots if s.ready and s.conn is not None), None)
+            if counter is not None:  # the metrics are the workers': one of them counts it
+                self._send(counter, "reload_refused")
             return None
         for slot in self._slots:
             if slot.conn is not None and slot.ready:
@@ -419,7 +429,8 @@ class Supervisor:
         for slot in self._slots:
             if slot.conn is not None:
                 slot.conn.close()
-        failed = [p.exitcode for p in running if p.exitcode not in (0, None)]
+        # a worker still starting when SIGTERM came has no handler yet and dies of it
+        failed = [p.exitcode for p in running if p.exitcode not in (0, -signal.SIGTERM)]
         log.info("stopped", extra={"worker_exit_codes": [p.exitcode for p in running]})
         return 0 if not failed and not stuck else 1
 

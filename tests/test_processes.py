@@ -28,7 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.supervisor import ProcessCountError, process_count, usable_cores
 from tests.support.grpc_check import Verdict, check_request, verdict
+from tests.support.jwks_server import jwks_server
+from tests.support.keys import Remote, policy_text
 from tests.support.processes import ChildProcess, free_port, running
+from tests.support.redis_server import redis_server
 from tests.support.tokens import CORP, policy_yaml
 from tests.support.tokens import mint_live as mint
 
@@ -133,9 +136,9 @@ class Served:
 
 
 @contextmanager
-def two_processes(tmp_path: Path) -> Iterator[Served]:
+def two_processes(tmp_path: Path, text: str | None = None) -> Iterator[Served]:
     policy = tmp_path / "policy.yaml"
-    policy.write_text(policy_yaml(CORP), encoding="utf-8")
+    policy.write_text(text if text is not None else policy_yaml(CORP), encoding="utf-8")
     port, metrics_port = free_port(), free_port()
     cmd = [
         sys.executable,
@@ -202,6 +205,8 @@ def test_one_sighup_changes_the_policy_in_both_and_a_broken_one_in_neither(
             )
         )
         assert served.answering_workers("old", token, 200) == {0, 1}
+        refused = {"result": "error"}
+        assert wait_until(lambda: served.sample("ext_authz_policy_reloads_total", **refused) == 1)
 
         served.policy.write_text(policy_yaml(CORP, routes=RESTRICTED_ROUTES), encoding="utf-8")
         served.server.proc.send_signal(signal.SIGHUP)
@@ -215,6 +220,7 @@ def test_one_sighup_changes_the_policy_in_both_and_a_broken_one_in_neither(
 
         assert wait_until(lambda: reloaded() == {0, 1})
         assert served.answering_workers("new", token, 403) == {0, 1}
+        assert served.sample("ext_authz_policy_reloads_total", result="ok") == 2  # per process
 
 
 def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
@@ -233,6 +239,16 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         assert health(served.port) == health_pb2.HealthCheckResponse.SERVING
         assert worker_pids(served.server)[1] == before[1]
         assert served.answering_workers("after", mint(CORP), 200) == {0, 1}
+
+
+def test_two_processes_sharing_redis_fetch_the_keys_once(tmp_path: Path) -> None:
+    with jwks_server(CORP.jwks()) as issuer, redis_server(tmp_path / "redis") as redis:
+        issuer.behaviour.delay = 0.3  # both workers start while the first fetch runs
+        text = policy_text([Remote("corp", CORP.iss, issuer)], {"cache": redis.url})
+        with two_processes(tmp_path, text) as served:
+            assert issuer.count() == 1
+            assert served.answering_workers("keys", mint(CORP), 200) == {0, 1}
+            assert issuer.count() == 1
 
 
 def test_process_count() -> None:
