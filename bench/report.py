@@ -176,7 +176,8 @@ def inproc(data: dict[str, Any] | None) -> list[str]:
         "inline JWKS, keys from `StaticKeys`, tokens minted with PyJWT (RSA-2048, P-256). "
         "“Unseen token” reuses one token with the verified-token cache disabled; “unique "
         "tokens” sends a different token every call with the cache on (miss, verify, "
-        "insert). “servicer Check” is `AuthorizationService.Check` called directly with an "
+        "insert). “servicer Check” is `AuthorizationService.answer` (what the server calls: "
+        "serialised CheckResponse out) called directly with an "
         "Envoy-shaped CheckRequest: everything the server does per check except gRPC. "
         f"Reference: {data['reference_label']} of the same token, "
         f"{data['reference_us']:.1f} µs in this run.",

@@ -173,3 +173,22 @@ def test_shared_stderr_gets_whole_lines_in_writes_no_larger_than_a_pipe_buffer(
         os.close(read_end)
     assert received.decode().splitlines() == [*many, long]
     assert all(size <= PIPE_BUF for size in writes[:-1]) and writes[-1] == len(long) + 1
+
+
+def test_a_decision_line_is_the_json_the_formatter_would_write() -> None:
+    for decision in (
+        Allow("orders", issuer="corp", subject='a "quoted"\nname', log_subject=True),
+        Allow("orders", notes=("x-email: dropped",)),
+        Deny(DenialReason.SCOPE_MISSING, "r", route="é/ü", detail="needs \\ scope"),
+        Deny(DenialReason.NO_ROUTE, "r"),
+    ):
+        line = decision_log_module.decision_line(decision, "id\u2028", 0.0012345, 1_800_000_000.5)
+        expected = {
+            "ts": "2027-01-15T08:00:00.500Z",
+            "level": "info",
+            "logger": "ext_authz.decision",
+            "msg": "decision",
+            **decision_log_module.decision_fields(decision, "id\u2028", 0.0012345),
+        }
+        assert json.loads(line) == expected
+        assert line.isascii()
