@@ -22,8 +22,9 @@ them would let junk tokens push real answers out of the bounded memo, and severa
 (unknown key, keys unavailable, not yet valid) change with time or a key refetch.
 Dry-run allows are denials let through and are not remembered either.
 
-Memory is bounded by `maxsize` entries: when full, expired entries go first, then the
-oldest. A hit is one dict read (no lock, no reordering): the memo is for speed.
+Memory is bounded by `maxsize` entries and by `max_bytes` of kept headers and answers
+(tokens may be up to 16 KiB): when full, expired entries go first, then the oldest.
+A hit is one dict read (no lock, no reordering): the memo is for speed.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from ext_authz.tokens.credentials import bearer_token
 T = TypeVar("T")
 
 DEFAULT_SIZE = 10_000
+DEFAULT_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -56,6 +58,7 @@ class _Entry(Generic[T]):
     issuer: str
     key: VerificationKey | None  # None: unsigned claims in a JWE (bound to the policy)
     valid_until: float
+    size: int  # bytes of header and answer, for the byte bound
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -80,11 +83,14 @@ class AnswerMemo(Generic[T]):
         tokens: VerifiedTokenCache,
         clock: Clock,
         maxsize: int = DEFAULT_SIZE,
+        max_bytes: int = DEFAULT_BYTES,
     ) -> None:
         self._runtime = runtime
         self._tokens = tokens
         self._clock = clock
         self._maxsize = maxsize
+        self._max_bytes = max_bytes
+        self._bytes = 0
         self._lock = threading.Lock()
         self._policy: Policy | None = None
         self._entries: dict[tuple[str, str], _Entry[T]] = {}
@@ -109,6 +115,7 @@ class AnswerMemo(Generic[T]):
                 if self._policy is not policy:
                     self._policy = policy
                     self._entries = {}
+                    self._bytes = 0
         entry = self._entries.get(key)
         if entry is not None and entry.valid_until > self._clock.now():
             if entry.key is None:
@@ -119,7 +126,9 @@ class AnswerMemo(Generic[T]):
                 self.hits += 1
                 return Hit(entry.decision, entry.answer)
             with self._lock:
-                self._entries.pop(key, None)
+                gone = self._entries.pop(key, None)
+                if gone is not None:
+                    self._bytes -= gone.size
         self.misses += 1
         return Miss(policy, route.name, authorization)
 
@@ -141,25 +150,46 @@ class AnswerMemo(Generic[T]):
             return
         if verified.issuer.name != decision.issuer:
             return
-        entry = _Entry(decision, answer, verified.issuer.name, verified.key, verified.valid_until)
+        size = len(miss.authorization) + len(miss.route) + _size(answer) + _OVERHEAD
+        entry = _Entry(
+            decision, answer, verified.issuer.name, verified.key, verified.valid_until, size
+        )
+        key = (miss.authorization, miss.route)
         with self._lock:
             if self._policy is not miss.policy:
                 return
             entries = self._entries
-            if len(entries) >= self._maxsize:
-                self._make_room(entries)
-            entries[(miss.authorization, miss.route)] = entry
+            old = entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old.size
+            if len(entries) >= self._maxsize or self._bytes + size > self._max_bytes:
+                self._make_room(entries, size)
+            entries[key] = entry
+            self._bytes += size
 
-    def _make_room(self, entries: dict[tuple[str, str], _Entry[T]]) -> None:
-        """Drop the expired entries, then the oldest down to 90 % full, so that the scan
-        runs once per tenth of `maxsize` new entries, not once per entry."""
+    def _make_room(self, entries: dict[tuple[str, str], _Entry[T]], size: int) -> None:
+        """Drop the expired entries, then the oldest down to 90 % of either bound, so
+        that the scan runs once per tenth of the memo's room, not once per entry."""
         now = self._clock.now()
         expired = [key for key, entry in entries.items() if entry.valid_until <= now]
         for key in expired:
-            del entries[key]
+            self._bytes -= entries.pop(key).size
         keep = self._maxsize - max(1, self._maxsize // 10)
-        while len(entries) > keep:
-            del entries[next(iter(entries))]
+        keep_bytes = self._max_bytes - max(size, self._max_bytes // 10)
+        while entries and (len(entries) > keep or self._bytes > keep_bytes):
+            self._bytes -= entries.pop(next(iter(entries))).size
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes of headers and answers kept (an estimate of the memory they hold)."""
+        return self._bytes
+
+
+_OVERHEAD = 200  # the entry, its key tuple and the dict slot, roughly
+
+
+def _size(answer: object) -> int:
+    return len(answer) if isinstance(answer, bytes | str) else 0

@@ -36,14 +36,16 @@ class Live:
 
 
 class Stack:
-    def __init__(self, tmp_path: Path, maxsize: int = 100) -> None:
+    def __init__(self, tmp_path: Path, maxsize: int = 100, max_bytes: int = 10**8) -> None:
         self.tmp_path = tmp_path
         self.clock = FixedClock(NOW)
         policy = self.policy()
         self.keys = RecordingKeys.of(policy)
         self.live = Live(policy, self.keys)
         self.tokens = VerifiedTokenCache(self.clock)
-        self.memo: AnswerMemo[bytes] = AnswerMemo(self.live, self.tokens, self.clock, maxsize)
+        self.memo: AnswerMemo[bytes] = AnswerMemo(
+            self.live, self.tokens, self.clock, maxsize, max_bytes
+        )
         authorizer = Authorizer.over(self.live, self.clock, self.tokens)
         self.service = AuthorizationService(authorizer, "orders", memo=self.memo)
 
@@ -199,6 +201,15 @@ def test_memory_is_bounded_and_the_newest_answers_stay(tmp_path: Path) -> None:
     assert stack.memo.hits == 1
     assert stack.check(token=tokens[0]).allowed
     assert stack.memo.hits == 1  # the oldest made room
+
+
+def test_memory_is_bounded_in_bytes_too(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, maxsize=1000, max_bytes=20_000)
+    padding = "p" * 2000  # about 2.7 kB per token once signed and encoded
+    for n in range(40):
+        assert stack.check(token=mint(CORP, sub=f"user-{n}", pad=padding)).allowed
+        assert stack.memo.bytes <= 20_000
+    assert 3 <= len(stack.memo) < 10
 
 
 def test_expired_answers_make_room_first(tmp_path: Path) -> None:

@@ -227,6 +227,9 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
     with two_processes(tmp_path) as served:
         before = worker_pids(served.server)
         os.kill(before[0], signal.SIGKILL)
+        # the other worker stops saying SERVING until the replacement is ready
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        assert wait_until(lambda: health(served.port) == not_serving, 5)
         assert wait_until(lambda: worker_pids(served.server).get(0) not in (None, before[0]))
         messages = [line.get("msg") for line in log_lines(served.server)]
         assert "worker exited; restarting" in messages

@@ -2,7 +2,11 @@
 
 Checks are served by grpcio's synchronous server on a thread pool (cheaper per
 check than grpc.aio here: see docs/benchmarks.md); each check reads immutable
-snapshots, while key fetching runs on the key manager's own asyncio loop.
+snapshots, while key fetching runs on the key manager's own asyncio loop. The handler
+returns the serialised response (grpcio sends bytes as they are), so an answer from
+the memo is never rebuilt. grpcio's sync server runs every handler on the pool, a
+memo hit included: its polling thread cannot run one inline (the handler waits for
+the request on that very thread).
 """
 
 from __future__ import annotations
