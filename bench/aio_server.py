@@ -74,7 +74,8 @@ async def serve(config: Path, listen: str, memo_size: int = DEFAULT_MEMO_SIZE) -
     authorizer = Authorizer(PolicyHolder(policy), keys, clock, cache)
     memo: AnswerMemo[bytes] | None = None
     if memo_size > 0:
-        memo = AnswerMemo(lambda: Runtime(policy, keys), cache, clock, memo_size)
+        runtime = Runtime(policy, keys)
+        memo = AnswerMemo(lambda: runtime, cache, clock, memo_size)
     authorization = AuthorizationService(authorizer, policy.realm, memo=memo)
     server = grpc.aio.server(options=SERVER_OPTIONS)
     server.add_generic_rpc_handlers((AioAuthorizationService(authorization).handlers(),))
@@ -108,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--memo-size", type=int, default=DEFAULT_MEMO_SIZE)
     args = parser.parse_args(argv)
-    configure(args.log_format, args.log_level)
+    configure(args.log_format, args.log_level, buffered=True)  # as `ext-authz serve`
     return asyncio.run(serve(args.config, args.listen, args.memo_size))
 
 

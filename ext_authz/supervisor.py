@@ -8,7 +8,7 @@ no checks; it:
 - reserves each listening port first (a bound, never listening `SO_REUSEPORT`
   socket), so `:0` resolves to one port for all and a taken port fails at once;
 - starts the workers and restarts one that dies, after a backoff that doubles from
-  0.5 s to 30 s while it keeps dying before becoming ready;
+  0.5 s to 30 s while it keeps dying within a minute of its start;
 - tells every worker to report gRPC health `SERVING` only while all N are ready
   (a worker that dies turns the others `NOT_SERVING` until its replacement is ready);
 - watches the policy files and takes SIGHUP: it loads the policy itself first, and
@@ -44,7 +44,7 @@ import socket
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import FrameType
@@ -176,7 +176,6 @@ class _Slot:
     start_at: float = 0.0  # monotonic time of the next start, while down
     told_serving: bool | None = None
     pending_reload: bool = False
-    exits: list[int] = field(default_factory=list)
 
 
 def _split(listen: str) -> tuple[str, int]:
@@ -248,7 +247,6 @@ class Supervisor:
         assert slot.process is not None
         code = slot.process.exitcode
         pid = slot.process.pid
-        slot.exits.append(code if code is not None else -1)
         if slot.conn is not None:
             slot.conn.close()
         slot.process, slot.conn, slot.ready = None, None, False
@@ -286,7 +284,6 @@ class Supervisor:
             return
         if message[0] == "ready":
             slot.ready = True
-            slot.backoff = BACKOFF_FIRST
             if slot.pending_reload:  # it started on the old file: bring it up to date
                 slot.pending_reload = False
                 self._send(slot, "reload")
@@ -323,7 +320,7 @@ class Supervisor:
         for slot in self._slots:
             if slot.conn is not None and slot.ready:
                 self._send(slot, "reload")
-            else:
+            elif slot.process is not None:  # still starting, perhaps on the old file
                 slot.pending_reload = True
         return watched_files(policy)
 
