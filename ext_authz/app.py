@@ -234,7 +234,8 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            reload_requested.set()
+            if control is None:  # a supervised worker reloads when all of them do
+                reload_requested.set()
             return
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
         stopping.set()

@@ -137,7 +137,8 @@ def test_policy_edit_changes_decisions_and_a_broken_edit_changes_nothing(
             assert wait_until(lambda: client.check("/internal").status == 200)
             # a broken edit: the running policy stays
             policy.write_text(opened + "  - name: broken\n    match: { pth: / }\n", "utf-8")
-            time.sleep(1.0)
+            refused = ("ext_authz_policy_reloads_total", (("result", "error"),))
+            assert wait_until(lambda: scrape(metrics_port).get(refused, 0) >= 1)
             assert client.check("/internal").status == 200
             assert client.check("/api/orders", mint(CORP)).status == 200
             samples = scrape(metrics_port)
