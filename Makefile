@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Wait for a package manager that another process holds instead of failing on its lock.
+APT_WAIT := -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3
 
 .PHONY: install lint test test-fast demo bench envoy-configs image compose-up redis-server fuzz clean
 
@@ -25,11 +27,12 @@ test: lint redis-server
 # The key-cache tests run against a real Redis; install Debian's server when missing.
 redis-server:
 	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get $(APT_WAIT) update -qq && apt-get $(APT_WAIT) install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server missing (sudo apt-get install -y redis-server): Redis tests will be skipped"; fi; }
 
+# The quick loop: everything but the tests marked slow (real Envoy, subprocess servers, > 2 s).
 test-fast: install
-	$(PY) -m pytest -x -q
+	$(PY) -m pytest -x -q -m 'not slow'
 
 fuzz: install
 	HYPOTHESIS_PROFILE=long timeout 3600 $(PY) -m pytest tests/test_fuzz.py -q

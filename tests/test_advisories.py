@@ -40,6 +40,7 @@ from jwcrypto import jwk as jwcrypto_jwk
 
 from ext_authz.clock import FixedClock
 from ext_authz.errors import DenialReason, Denied
+from ext_authz.keys.bucket import REFETCH_BURST
 from ext_authz.keys.decryption_keys import parse_decryption_jwks
 from ext_authz.keys.jwks import parse_jwks
 from ext_authz.keys.manager import KeyManager
@@ -518,11 +519,12 @@ def test_no_outbound_fetch_for_an_unknown_iss_with_the_real_key_manager(
         manager.stop()
 
 
-def test_random_kid_flood_costs_one_refetch_per_issuer_per_cooldown(
+def test_random_kid_flood_costs_the_burst_then_one_refetch_per_issuer_per_cooldown(
     tmp_path: Path, corp_and_partner_keys: tuple[Any, Any]
 ) -> None:
-    """Unknown kids trigger a refetch, at most one per issuer per `refetch_cooldown`,
-    however many requests arrive and from however many threads."""
+    """Unknown kids trigger refetches from each issuer's bucket: a burst of
+    `REFETCH_BURST`, then one per `refetch_cooldown`, however many requests arrive and
+    from however many threads."""
     corp_keys, partner_keys = corp_and_partner_keys
     clock = FixedClock(NOW)
     policy = _remote_policy(
@@ -550,13 +552,14 @@ def test_random_kid_flood_costs_one_refetch_per_issuer_per_cooldown(
             statuses = flood(300)
         assert set(statuses) == {401}
         assert set(decisions.reasons()) == {R.KEY_UNKNOWN.value}
-        assert (corp_keys.count(), partner_keys.count()) == (start[0] + 1, start[1] + 1)
-        clock.advance(10)  # still within the cooldown
+        burst = (start[0] + REFETCH_BURST, start[1] + REFETCH_BURST)
+        assert (corp_keys.count(), partner_keys.count()) == burst
+        clock.advance(10)  # the bucket earns one back every 30 s: none yet
         flood(100)
-        assert (corp_keys.count(), partner_keys.count()) == (start[0] + 1, start[1] + 1)
-        clock.advance(21)  # past it: one more each
+        assert (corp_keys.count(), partner_keys.count()) == burst
+        clock.advance(21)  # one earned back: one more each
         flood(300)
-        assert (corp_keys.count(), partner_keys.count()) == (start[0] + 2, start[1] + 2)
+        assert (corp_keys.count(), partner_keys.count()) == (burst[0] + 1, burst[1] + 1)
     finally:
         manager.stop()
 

@@ -7,6 +7,7 @@ advances the clock sees the background refresh happen without sleeping through a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
@@ -19,11 +20,12 @@ from typing import Any
 import pytest
 
 from ext_authz.clock import FixedClock
+from ext_authz.keys.bucket import REFETCH_BURST
 from ext_authz.keys.events import KeyEvent, KeyOrigin
-from ext_authz.keys.fetch import ttl_from_cache_control
+from ext_authz.keys.fetch import FetchedKeys, HttpJwksFetcher, ttl_from_cache_control
 from ext_authz.keys.manager import KeyManager, retry_delay
 from ext_authz.keys.store import KeyStatus
-from ext_authz.policy.model import Policy
+from ext_authz.policy.model import IssuerPolicy, Policy
 from tests.support import tokens
 from tests.support.jwks_server import JwksServer, jwks_server
 from tests.support.keys import (
@@ -39,6 +41,7 @@ from tests.support.tokens import CORP, NOW, PARTNER, ROGUE_RSA, mint, public_jwk
 TICK = 0.02
 TTL = 300.0  # the test server's Cache-Control: max-age=300
 DAY = 86_400.0
+COOLDOWN = 5.0  # the default refetch_cooldown: one refetch earned back this often
 
 
 def token_at(now: float, *, issuer: tokens.TestIssuer = CORP, **overrides: Any) -> str:
@@ -342,7 +345,7 @@ def test_an_issuer_without_keys_gets_503_and_others_are_unaffected(
 # unknown kid: single flight and cooldown ------------------------------------------
 
 
-def test_refetch_flood_costs_one_request_per_cooldown(
+def test_refetch_flood_costs_the_burst_then_one_request_per_cooldown(
     tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
 ) -> None:
     manager = start(make_policy(tmp_path, [corp_remote(server)]), clock)
@@ -353,12 +356,17 @@ def test_refetch_flood_costs_one_request_per_cooldown(
         thread.start()
     for thread in threads:
         thread.join()
+    assert server.count() - before == 1  # fifty checks, one fetch: single flight
     for _ in range(200):
         manager.refetch("corp")
-    assert server.count() - before == 1
-    clock.advance(31)
+    assert server.count() - before == REFETCH_BURST  # then the bucket is empty
+    clock.advance(COOLDOWN - 0.5)
     manager.refetch("corp")
-    assert server.count() - before == 2
+    assert server.count() - before == REFETCH_BURST
+    clock.advance(0.5)  # one refetch earned back
+    for _ in range(20):
+        manager.refetch("corp")
+    assert server.count() - before == REFETCH_BURST + 1
 
 
 def test_requests_waiting_on_a_refetch_all_get_its_result(
@@ -398,7 +406,7 @@ def test_refetch_waiters_are_capped_so_good_tokens_keep_a_thread(
     for thread in waiting:
         thread.start()
     deadline = time.monotonic() + 5
-    while manager._waiters < 3 and time.monotonic() < deadline:
+    while manager.refetch_waiters < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     started = time.monotonic()
     assert manager.refetch("corp") is None  # the fourth does not wait
@@ -422,13 +430,15 @@ def test_a_refetch_during_a_scheduled_refresh_shares_it(
     assert server.count() == 2
 
 
-def test_a_thousand_random_kids_cost_one_jwks_request_per_cooldown(
+def test_a_thousand_random_kids_cost_the_burst_then_one_request_per_cooldown(
     tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
 ) -> None:
+    """The documented bound: at most REFETCH_BURST + T / refetch_cooldown fetches in
+    any T seconds, however many tokens with made-up kids arrive."""
     policy = make_policy(tmp_path, [corp_remote(server)])
     manager = start(policy, clock)
     check = Checker(policy, manager, clock)
-    server.behaviour.delay = 0.1  # so that requests pile up behind the one refetch
+    server.behaviour.delay = 0.1  # so that requests pile up behind each refetch
     rng = random.Random(7)
 
     def flood() -> list[str]:
@@ -441,13 +451,111 @@ def test_a_thousand_random_kids_cost_one_jwks_request_per_cooldown(
 
     before = server.count()
     assert set(flood()) == {KEY_UNKNOWN}
-    assert server.count() - before == 1
-    clock.advance(10)
+    assert server.count() - before == REFETCH_BURST
+    clock.advance(COOLDOWN / 2)
     assert set(flood()) == {KEY_UNKNOWN}
-    assert server.count() - before == 1  # still within the 30 s cooldown
-    clock.advance(21)
-    assert set(flood()) == {KEY_UNKNOWN}
-    assert server.count() - before == 2
+    assert server.count() - before == REFETCH_BURST
+    elapsed = COOLDOWN / 2
+    for _ in range(4):
+        clock.advance(COOLDOWN)
+        elapsed += COOLDOWN
+        assert set(flood()) == {KEY_UNKNOWN}
+        assert server.count() - before == REFETCH_BURST + int(elapsed // COOLDOWN)
+    assert check(token_at(clock.now())) == "allow"
+
+
+def test_a_rotation_right_after_a_probe_is_let_through_at_once(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    """One token with a made-up kid, then the issuer rotates and signs with the new
+    key within the same second: the new token is verified, not refused for 30 s."""
+    policy = make_policy(tmp_path, [corp_remote(server)])
+    manager = start(policy, clock)
+    check = Checker(policy, manager, clock)
+    assert check(token_at(clock.now(), key=ROGUE_RSA, headers={"kid": "probe"})) == KEY_UNKNOWN
+    rotated = public_jwk(ROGUE_RSA, kid="corp-2", alg="RS256")
+    server.behaviour.jwks = {"keys": [CORP.public_jwk(), rotated]}
+    clock.advance(1)
+    assert check(token_at(clock.now(), key=ROGUE_RSA, headers={"kid": "corp-2"})) == "allow"
+    assert server.count() == 3  # start-up, the probe, the rotation
+
+
+def test_a_rotation_during_a_flood_waits_at_most_one_cooldown(
+    tmp_path: Path, server: JwksServer, clock: FixedClock, start: Started
+) -> None:
+    policy = make_policy(tmp_path, [corp_remote(server)])
+    manager = start(policy, clock)
+    check = Checker(policy, manager, clock)
+    for i in range(50):  # the flood empties the bucket
+        assert check(token_at(clock.now(), key=ROGUE_RSA, headers={"kid": f"x{i}"})) == KEY_UNKNOWN
+    rotated = public_jwk(ROGUE_RSA, kid="corp-2", alg="RS256")
+    server.behaviour.jwks = {"keys": [CORP.public_jwk(), rotated]}
+    new_token = token_at(clock.now(), key=ROGUE_RSA, headers={"kid": "corp-2"})
+    assert check(new_token) == KEY_UNKNOWN
+    clock.advance(COOLDOWN)
+    assert check(new_token) == "allow"
+
+
+# stopping while checks run ------------------------------------------------------------
+
+
+class SlowClose:
+    """The real fetcher, whose close takes a while: the window in which a check still
+    on the old policy may ask the stopping manager for a refetch."""
+
+    def __init__(self, close_delay: float) -> None:
+        self.real = HttpJwksFetcher()
+        self.close_delay = close_delay
+        self.closing = threading.Event()
+
+    async def fetch(self, issuer: IssuerPolicy) -> FetchedKeys:
+        return await self.real.fetch(issuer)
+
+    async def aclose(self) -> None:
+        self.closing.set()
+        await asyncio.sleep(self.close_delay)
+        await self.real.aclose()
+
+
+def test_a_refetch_on_a_stopping_manager_is_answered_at_once(
+    tmp_path: Path, server: JwksServer, clock: FixedClock
+) -> None:
+    policy = make_policy(tmp_path, [corp_remote(server, fetch_timeout="2s")])
+    fetcher = SlowClose(close_delay=1.0)
+    manager = KeyManager(fetcher, clock, tick=TICK)
+    manager.start(policy.issuers)
+    assert manager.wait_ready(10)
+    check = Checker(policy, manager, clock)
+    server.behaviour.delay = 1.5
+    answers: list[tuple[str, float]] = []
+    errors: list[BaseException] = []
+
+    def old_runtime_check(i: int) -> None:
+        token = token_at(clock.now(), key=ROGUE_RSA, headers={"kid": f"gone-{i}"})
+        started = time.monotonic()
+        try:
+            answers.append((check(token), time.monotonic() - started))
+        except BaseException as exc:  # pragma: no cover - the failure being tested
+            errors.append(exc)
+
+    stopper = threading.Thread(target=manager.stop)
+    waiting = threading.Thread(target=old_runtime_check, args=(0,))
+    waiting.start()  # waits on a slow refetch when the stop begins
+    eventually(lambda: manager.refetch_waiters == 1, what="a check waiting on a refetch")
+    stopper.start()
+    assert fetcher.closing.wait(5)
+    during = [threading.Thread(target=old_runtime_check, args=(i,)) for i in range(1, 6)]
+    for thread in during:
+        thread.start()
+    for thread in (*during, waiting, stopper):
+        thread.join(10)
+    after = time.monotonic()
+    old_runtime_check(99)
+    assert time.monotonic() - after < 0.5
+    assert errors == []
+    assert [outcome for outcome, _ in answers] == [KEY_UNKNOWN] * 7
+    assert max(seconds for _, seconds in answers) < 1.0  # not the 1.5 s fetch, nor 5 s
+    # a good token of the old policy is still verified with the keys held
     assert check(token_at(clock.now())) == "allow"
 
 

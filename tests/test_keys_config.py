@@ -97,13 +97,13 @@ def test_cache_dir_is_relative_to_the_policy_file(tmp_path: Path) -> None:
 def test_per_issuer_overrides_inherit_the_rest(tmp_path: Path) -> None:
     text = (
         ISSUER
-        + "    keys: { refetch_cooldown: 5s, max_stale: 1h }\n"
+        + "    keys: { refetch_cooldown: 2s, max_stale: 1h }\n"
         + "keys:\n  default_ttl: 5m\n  max_stale: 2d\n  cache: redis://cache\n"
         + ROUTES
     )
     settings = compile_policy_text(text, label="p", base_dir=tmp_path).issuers["corp"].keys
     assert (settings.refetch_cooldown, settings.max_stale, settings.default_ttl) == (
-        5.0,
+        2.0,
         3600.0,
         300.0,
     )

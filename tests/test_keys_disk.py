@@ -82,6 +82,7 @@ def test_the_last_good_key_set_is_written_atomically_and_privately(
     policy = disk_policy(tmp_path, server)
     managers.start(policy, FixedClock(NOW))
     path = cache_file(tmp_path, policy)
+    eventually(path.exists, what="the key set written on a worker thread")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
@@ -154,8 +155,10 @@ def test_a_fresh_fetch_replaces_the_keys_from_disk(
         KeyStatus.FRESH,
         NOW + 3600,
     )
-    stored = CachedJwks.loads(cache_file(tmp_path, policy).read_text())
-    assert stored.fetched_at == NOW + 3600
+    eventually(
+        lambda: CachedJwks.loads(cache_file(tmp_path, policy).read_text()).fetched_at == NOW + 3600,
+        what="the new key set on disk",
+    )
 
 
 @pytest.mark.parametrize("damage", ["writable_by_others", "not_json", "another_issuer", "no_keys"])

@@ -137,13 +137,12 @@ def test_policy_edit_changes_decisions_and_a_broken_edit_changes_nothing(
             assert wait_until(lambda: client.check("/internal").status == 200)
             # a broken edit: the running policy stays
             policy.write_text(opened + "  - name: broken\n    match: { pth: / }\n", "utf-8")
-            refused = ("ext_authz_policy_reloads_total", (("result", "error"),))
-            assert wait_until(lambda: scrape(metrics_port).get(refused, 0) >= 1)
+            error_key = ("ext_authz_policy_reloads_total", (("result", "error"),))
+            assert wait_until(lambda: scrape(metrics_port).get(error_key, 0) >= 1)
             assert client.check("/internal").status == 200
             assert client.check("/api/orders", mint(CORP)).status == 200
             samples = scrape(metrics_port)
             assert samples[("ext_authz_policy_reloads_total", (("result", "ok"),))] == 1
-            assert samples[("ext_authz_policy_reloads_total", (("result", "error"),))] >= 1
             assert "policy.yaml:" in server.stderr_text(1_000_000)
             # SIGHUP reloads too
             policy.write_text(policy_yaml(CORP), encoding="utf-8")

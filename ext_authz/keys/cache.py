@@ -1,33 +1,34 @@
-"""Where fetched key sets are kept, on aiocache: its memory backend by default, or Redis
-so that replicas share one fetch (`keys.cache: redis://...`).
+"""Where fetched key sets are shared between replicas: Redis, through aiocache's
+`RedisCache` (`keys.cache: redis://...`). With `keys.cache: memory` (the default) there
+is no shared store: each process keeps only its key manager's snapshots.
 
 The request path never reads this: it reads the key manager's in-memory snapshots.
 The cache holds the accepted public keys of each issuer as a JWKS document with its
 fetch time and TTL (`CachedJwks`), and, with Redis, two short-lived coordination keys
-per issuer: a fetch lock (SET NX PX) and the refetch cooldown.
+per issuer: a fetch lock (redis-py's `Lock`) and the refetch bucket (`bucket.py`), a
+single number updated in a WATCH/MULTI transaction.
 
-If Redis cannot be reached, every operation falls back to the memory backend (locks
-and cooldowns are then granted: the process still fetches alone, single-flight and
-rate-limited locally), the change is logged once, and Redis is tried again after
-`retry_after` seconds.
+If Redis cannot be reached, the process works as with `memory` (locks and refetches
+are granted: it still fetches alone, single-flight and within its own refetch bucket),
+the change is logged once, and Redis is tried again after `retry_after` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
 import math
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiocache import SimpleMemoryCache  # type: ignore[import-untyped]
-from aiocache.serializers import StringSerializer  # type: ignore[import-untyped]
+from aiocache.serializers import BaseSerializer  # type: ignore[import-untyped]
 
 from ext_authz.clock import Clock
+from ext_authz.keys.bucket import BucketRule
 from ext_authz.keys.redis_url import CacheUrlError, RedisTarget, parse_cache_url
 from ext_authz.policy.model import IssuerPolicy
 
@@ -40,10 +41,17 @@ KEY_PREFIX = "ext-authz:keys:v1"
 OP_TIMEOUT = 1.0
 RETRY_AFTER = 15.0
 
-_RELEASE_SCRIPT = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) "
-    "else return 0 end"
-)
+BUCKET_RETRIES = 5  # WATCH/MULTI attempts before a contended bucket counts as empty
+
+
+class _Granted:
+    """The fetch lock while Redis is not in use: this process coordinates alone."""
+
+    async def release(self) -> None:
+        return None
+
+
+GRANTED = _Granted()
 
 
 class CacheEntryError(ValueError):
@@ -107,10 +115,37 @@ class CachedJwks:
         return cls(issuer, source, jwks, fetched_at, ttl)
 
 
+def _number(raw: object) -> float | None:
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    try:
+        return float(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+
+
 def _finite(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+class EntrySerializer(BaseSerializer):  # type: ignore[misc]
+    """aiocache carries `CachedJwks` entries: written as their JSON text, read back and
+    checked (`CachedJwks.loads` raises `CacheEntryError` on anything else)."""
+
+    def dumps(self, value: CachedJwks) -> str:
+        return value.dumps()
+
+    def loads(self, value: str | bytes | None) -> CachedJwks | None:
+        if value is None:
+            return None
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CacheEntryError("cached key set is not UTF-8") from None
+        return CachedJwks.loads(value)
 
 
 def store_id(issuer: IssuerPolicy) -> str:
@@ -141,8 +176,8 @@ class KeyCache:
         retry_after: float = RETRY_AFTER,
     ) -> None:
         self._clock = clock
+        self._op_timeout = op_timeout
         self._retry_after = retry_after
-        self._memory: Any = SimpleMemoryCache(serializer=StringSerializer(), timeout=op_timeout)
         self._redis: Any = None
         self._target: RedisTarget | None = None
         self._problem: str | None = None  # why Redis is not in use, while it is not
@@ -158,10 +193,6 @@ class KeyCache:
             self._redis = _open_redis(self._target, op_timeout)
 
     @property
-    def configured_shared(self) -> bool:
-        return self._target is not None
-
-    @property
     def shared(self) -> bool:
         """Whether Redis is in use now (or due for another try)."""
         return self._redis is not None and (
@@ -175,38 +206,63 @@ class KeyCache:
             return f"memory (fallback: {self._target.display()} {self._problem})"
         return self._target.display()
 
-    async def get(self, key: str) -> str | None:
-        used, value = await self._on_redis("get", lambda r: r.get(key))
-        if not used:
-            value = await self._memory.get(key)
-        return value if isinstance(value, str) else None
+    async def get(self, key: str) -> CachedJwks | None:
+        """The entry at `key`; None when absent or without Redis. Raises
+        `CacheEntryError` if it is corrupt."""
+        _, value = await self._on_redis("get", lambda r: r.get(key))
+        return value if isinstance(value, CachedJwks) else None
 
-    async def put(self, key: str, value: str, ttl: float) -> None:
-        await self._memory.set(key, value)
-        await self._on_redis("set", lambda r: r.set(key, value, ttl=float(ttl)))
+    async def put(self, key: str, entry: CachedJwks, ttl: float) -> None:
+        await self._on_redis("set", lambda r: r.set(key, entry, ttl=float(ttl)))
 
-    async def add(self, key: str, value: str, ttl: float) -> bool:
-        """SET NX PX on Redis. Without Redis: granted (the process coordinates alone)."""
+    async def lock(self, key: str, lease: float) -> Any:
+        """redis-py's lock on `key`, held for at most `lease` seconds; None while another
+        process holds it. Without Redis: granted."""
 
-        async def attempt(redis: Any) -> bool:
-            try:
-                await redis.add(key, value, ttl=float(ttl))
-            except ValueError:  # the key exists
-                return False
-            return True
+        async def attempt(redis: Any) -> Any:
+            lock = redis.client.lock(
+                key, timeout=lease, blocking=False, thread_local=False, raise_on_release_error=False
+            )
+            return lock if await lock.acquire() else None
 
-        used, added = await self._on_redis("add", attempt)
-        return bool(added) if used else True
+        used, lock = await self._on_redis("lock", attempt)
+        return lock if used else GRANTED
+
+    async def unlock(self, lock: Any) -> None:
+        await self._on_redis("unlock", lambda _redis: lock.release())
 
     async def exists(self, key: str) -> bool:
-        used, found = await self._on_redis("exists", lambda r: r.exists(key))
+        used, found = await self._on_redis("exists", lambda r: r.client.exists(key))
         return bool(found) if used else False
 
-    async def release(self, key: str, token: str) -> None:
-        await self._on_redis("release", lambda r: r.raw("eval", _RELEASE_SCRIPT, 1, key, token))
+    async def take(self, key: str, rule: BucketRule) -> bool:
+        """Take one refetch from the bucket at `key`, on the clock's wall time (shared
+        by every replica). Without Redis: granted (the local bucket still applies)."""
+
+        async def attempt(redis: Any) -> bool:
+            from redis.exceptions import WatchError
+
+            now = self._clock.now()
+            async with redis.client.pipeline(transaction=True) as pipe:
+                for _ in range(BUCKET_RETRIES):
+                    try:
+                        await pipe.watch(key)
+                        taken = rule.take(_finite(_number(await pipe.get(key))), now)
+                        if taken is None:
+                            await pipe.reset()
+                            return False
+                        pipe.multi()
+                        pipe.set(key, repr(taken), px=max(1, math.ceil((taken - now) * 1000)))
+                        await pipe.execute()
+                        return True
+                    except WatchError:
+                        continue
+            return False
+
+        used, taken = await self._on_redis("take", attempt)
+        return bool(taken) if used else True
 
     async def close(self) -> None:
-        await self._memory.close()
         if self._redis is not None:
             with contextlib.suppress(*self._errors):
                 await self._redis.client.aclose()
@@ -217,7 +273,8 @@ class KeyCache:
         if not self.shared:
             return False, None
         try:
-            result = await call(self._redis)
+            async with asyncio.timeout(self._op_timeout * 3):  # a lock or bucket: a few trips
+                result = await call(self._redis)
         except self._errors as exc:
             self._went_down(op, exc)
             return False, None
@@ -246,13 +303,13 @@ class KeyCache:
 
 
 def _open_redis(target: RedisTarget, op_timeout: float) -> Any:
-    from aiocache import RedisCache
+    from aiocache import RedisCache  # type: ignore[import-untyped]
 
     pool_options: dict[str, Any] = {"socket_timeout": op_timeout}
     if target.username:
         pool_options["username"] = target.username
     return RedisCache(
-        serializer=StringSerializer(),
+        serializer=EntrySerializer(),
         endpoint=target.host,
         port=target.port,
         db=target.db,
@@ -272,7 +329,7 @@ class IssuerStore:
         self.id = store_id(issuer)
         self._jwks_key = f"{KEY_PREFIX}:jwks:{self.id}"
         self._lock_key = f"{KEY_PREFIX}:lock:{self.id}"
-        self._cooldown_key = f"{KEY_PREFIX}:refetch:{self.id}"
+        self._bucket_key = f"{KEY_PREFIX}:refetch-bucket:{self.id}"
 
     @property
     def shared(self) -> bool:
@@ -280,23 +337,21 @@ class IssuerStore:
 
     async def load(self) -> CachedJwks | None:
         """The stored entry; None when absent. Raises `CacheEntryError` if it is corrupt."""
-        text = await self.cache.get(self._jwks_key)
-        return None if text is None else CachedJwks.loads(text)
+        return await self.cache.get(self._jwks_key)
 
     async def save(self, entry: CachedJwks, ttl: float) -> None:
-        await self.cache.put(self._jwks_key, entry.dumps(), ttl)
+        await self.cache.put(self._jwks_key, entry, ttl)
 
-    async def lock(self, lease: float) -> str | None:
-        """A token if this process may fetch now; None while a replica fetches."""
-        token = secrets.token_hex(16)
-        return token if await self.cache.add(self._lock_key, token, lease) else None
+    async def lock(self, lease: float) -> Any:
+        """A held lock if this process may fetch now; None while a replica fetches."""
+        return await self.cache.lock(self._lock_key, lease)
 
-    async def unlock(self, token: str) -> None:
-        await self.cache.release(self._lock_key, token)
+    async def unlock(self, lock: Any) -> None:
+        await self.cache.unlock(lock)
 
     async def locked(self) -> bool:
         return await self.cache.exists(self._lock_key)
 
-    async def claim_refetch(self, cooldown: float) -> bool:
+    async def take_refetch(self, rule: BucketRule) -> bool:
         """Whether this process may refetch on an unknown key now, across replicas."""
-        return await self.cache.add(self._cooldown_key, "1", cooldown)
+        return await self.cache.take(self._bucket_key, rule)

@@ -17,7 +17,7 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
-from ext_authz.keys.weak_rsa import is_roca_modulus
+from ext_authz.keys.weak_rsa import has_close_primes, is_roca_modulus
 from ext_authz.policy.schema import KEY_MANAGEMENT_ALGORITHMS
 
 MIN_RSA_BITS = 2048
@@ -156,6 +156,10 @@ def _parse_key(index: int, raw: object) -> DecryptionKey:
                 raise DecryptionKeyError(f"{where}: RSA keys need at least {MIN_RSA_BITS} bits")
             if is_roca_modulus(modulus):
                 raise DecryptionKeyError(f"{where}: RSA modulus from a weak generator (ROCA)")
+            if has_close_primes(modulus):
+                raise DecryptionKeyError(
+                    f"{where}: RSA modulus with close primes (CVE-2022-26320): it factors at once"
+                )
             key = RSAKey.import_key(dict(raw))
         elif kty == "EC":
             if curve not in _EC_CURVES:

@@ -23,7 +23,7 @@ class KeyOrigin(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class KeyEvent:
     """One fetch result. `result` is "ok" or the failure kind ("timeout", "http_status",
-    "network", "too_large", "invalid_jwks", "no_usable_key", "discovery", "replica",
+    "network", "too_large", "encoded", "invalid_jwks", "no_usable_key", "discovery", "replica",
     "internal"); `keys` is the number of keys served after it (0: none)."""
 
     issuer: str  # the local issuer name

@@ -1,4 +1,10 @@
-"""Fetch JWKS and OpenID discovery documents over HTTP, bounded in time and size."""
+"""Fetch JWKS and OpenID discovery documents over HTTP, bounded in time and size.
+
+Sizes are counted on the bytes as they arrive, and those are the bytes that are
+parsed: every request asks for `Accept-Encoding: identity` and a response that comes
+with any other content coding (gzip, br, stacked codings...) is refused unread, so a
+small compressed body can never inflate past `max_jwks_bytes` in memory.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +12,21 @@ import asyncio
 import enum
 import json
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
 from ext_authz.clock import Clock, SystemClock
 from ext_authz.keys.jwks import JwksError, ParsedKeySet, parse_jwks_bytes
-from ext_authz.keys.urls import key_url_problem
+from ext_authz.keys.urls import (
+    discovered_url_problem,
+    key_url_problem,
+    needs_resolving,
+    resolved_problem,
+)
 from ext_authz.policy.model import IssuerPolicy, KeySourceKind
 
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d{1,10})\"?", re.IGNORECASE)
@@ -31,6 +44,7 @@ class FetchErrorKind(enum.Enum):
     INVALID_JWKS = "invalid_jwks"
     NO_USABLE_KEY = "no_usable_key"
     DISCOVERY = "discovery"
+    ENCODED = "encoded"
 
 
 class FetchError(Exception):
@@ -85,7 +99,11 @@ class HttpJwksFetcher:
         self._client = httpx.AsyncClient(
             transport=transport,
             follow_redirects=False,
-            headers={"accept": "application/json", "user-agent": "ext-authz"},
+            headers={
+                "accept": "application/json",
+                "accept-encoding": "identity",
+                "user-agent": "ext-authz",
+            },
             trust_env=False,
         )
         self._clock = clock or SystemClock()
@@ -136,10 +154,29 @@ class HttpJwksFetcher:
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str):
             raise FetchError("discovery document has no jwks_uri", kind)
-        problem = key_url_problem(jwks_uri)
+        problem = key_url_problem(jwks_uri) or discovered_url_problem(url, jwks_uri)
         if problem:
             raise FetchError(f"discovered jwks_uri {problem}", kind)
+        if needs_resolving(url, jwks_uri):
+            await self._check_resolved(jwks_uri, issuer.keys.fetch_timeout)
         return jwks_uri
+
+    async def _check_resolved(self, url: str, timeout: float) -> None:
+        """Refuse a discovered host that resolves to a non-public address. (httpx
+        resolves again when it connects: a name that changes its answer in between
+        is not caught here; pin `jwks_uri` in the policy where that matters.)"""
+        parts = urlsplit(url)
+        kind = FetchErrorKind.DISCOVERY
+        try:
+            async with asyncio.timeout(timeout):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    parts.hostname, parts.port or 443, type=socket.SOCK_STREAM
+                )
+        except (OSError, TimeoutError):
+            raise FetchError("discovered jwks_uri host does not resolve", kind) from None
+        problem = resolved_problem(str(info[4][0]) for info in infos)
+        if problem:
+            raise FetchError(f"discovered jwks_uri {problem}", kind)
 
     async def _get(self, url: str, limit: int, timeout: float) -> tuple[bytes, str | None]:
         try:
@@ -157,14 +194,31 @@ class HttpJwksFetcher:
                 raise FetchError(
                     f"HTTP {response.status_code} from key endpoint", FetchErrorKind.HTTP_STATUS
                 )
+            coding = _content_coding(response.headers.get_list("content-encoding"))
+            if coding is not None:
+                raise FetchError(
+                    f"response is {coding}-encoded although identity was asked for",
+                    FetchErrorKind.ENCODED,
+                )
             declared = response.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise too_large
             chunks: list[bytes] = []
             size = 0
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():  # never inflated
                 size += len(chunk)
                 if size > limit:
                     raise too_large
                 chunks.append(chunk)
             return b"".join(chunks), response.headers.get("cache-control")
+
+
+def _content_coding(values: list[str]) -> str | None:
+    """The first content coding other than identity, or None (for metric-safe errors,
+    only a short token of it)."""
+    for value in values:
+        for coding in value.split(","):
+            name = coding.strip().lower()
+            if name and name != "identity":
+                return name[:16] if re.fullmatch(r"[a-z0-9._+-]{1,16}", name) else "unknown"
+    return None

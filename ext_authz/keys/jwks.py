@@ -17,7 +17,8 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
-from ext_authz.keys.weak_rsa import is_roca_modulus
+from ext_authz.keys.weak_ed25519 import is_small_order_ed25519
+from ext_authz.keys.weak_rsa import has_close_primes, is_roca_modulus
 from ext_authz.policy.schema import SIGNATURE_ALGORITHMS
 from ext_authz.strict_json import unique_members
 
@@ -177,6 +178,8 @@ def _parse_key(raw: object) -> VerificationKey:
                 raise _Skip(f"{label}: RSA key of {bits} bits is under {MIN_RSA_BITS}")
             if is_roca_modulus(modulus):
                 raise _Skip(f"{label}: RSA modulus from a weak generator (ROCA, CVE-2017-15361)")
+            if has_close_primes(modulus):
+                raise _Skip(f"{label}: RSA modulus with close primes (CVE-2022-26320)")
             key = RSAKey.import_key(dict(raw))
             curve = None
         elif kty == "EC":
@@ -186,6 +189,8 @@ def _parse_key(raw: object) -> VerificationKey:
         elif kty == "OKP":
             if curve not in _OKP_SIGNATURE_CURVES:
                 raise _Skip(f"{label}: unsupported OKP curve for signatures")
+            if is_small_order_ed25519(_b64url(raw.get("x"), "OKP", "x")):
+                raise _Skip(f"{label}: Ed25519 public key of small order verifies forgeries")
             key = OKPKey.import_key(dict(raw))
         elif kty == "oct":
             raise _Skip(f"{label}: symmetric keys are never used to verify tokens")
@@ -209,15 +214,20 @@ def _parse_key(raw: object) -> VerificationKey:
 
 def _rsa_modulus(n: object) -> int:
     """The modulus, read before the key is imported (so weak keys never load)."""
-    if not isinstance(n, str) or not n or len(n) > 2048:
-        raise _Skip("RSA key without a valid 'n'")
-    if not _BASE64URL.fullmatch(n):
-        raise _Skip("RSA key whose 'n' is not base64url")
+    return int.from_bytes(_b64url(n, "RSA", "n"), "big")
+
+
+def _b64url(value: object, kty: str, member: str) -> bytes:
+    """A key member's bytes, read before the key is imported."""
+    if not isinstance(value, str) or not value or len(value) > 2048:
+        raise _Skip(f"{kty} key without a valid '{member}'")
+    not_base64url = _Skip(f"{kty} key whose '{member}' is not base64url")
+    if not _BASE64URL.fullmatch(value):
+        raise not_base64url
     try:
-        raw = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except ValueError:
-        raise _Skip("RSA key whose 'n' is not base64url") from None
-    return int.from_bytes(raw, "big")
+        raise not_base64url from None
 
 
 def _drop_conflicting_kids(

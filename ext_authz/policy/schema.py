@@ -90,7 +90,7 @@ class KeysSettingsModel(_Strict):
     default_ttl: Duration = 600.0
     min_ttl: Duration = 60.0
     max_ttl: Duration = 86400.0
-    refetch_cooldown: Duration = 30.0
+    refetch_cooldown: Duration = 5.0
     max_stale: Duration = 86400.0
     fetch_timeout: FetchTimeout = 5.0
     max_jwks_bytes: Annotated[int, Field(gt=0, le=4 * 1024 * 1024)] = 256 * 1024
