@@ -166,6 +166,7 @@ def two_processes(tmp_path: Path, text: str | None = None) -> Iterator[Served]:
         yield Served(server, port, metrics_port, policy)
 
 
+@pytest.mark.slow
 def test_two_processes_answer_on_one_port_are_counted_together_and_stop_on_sigterm(
     tmp_path: Path,
 ) -> None:
@@ -192,6 +193,7 @@ def test_two_processes_answer_on_one_port_are_counted_together_and_stop_on_sigte
         assert not any(alive(pid) for pid in pids)
 
 
+@pytest.mark.slow
 def test_one_sighup_changes_the_policy_in_both_and_a_broken_one_in_neither(
     tmp_path: Path,
 ) -> None:
@@ -223,6 +225,7 @@ def test_one_sighup_changes_the_policy_in_both_and_a_broken_one_in_neither(
         assert served.sample("ext_authz_policy_reloads_total", result="ok") == 2  # per process
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
     with two_processes(tmp_path) as served:
         before = worker_pids(served.server)
@@ -244,6 +247,7 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         assert served.answering_workers("after", mint(CORP), 200) == {0, 1}
 
 
+@pytest.mark.slow
 def test_two_processes_sharing_redis_fetch_the_keys_once(tmp_path: Path) -> None:
     with jwks_server(CORP.jwks()) as issuer, redis_server(tmp_path / "redis") as redis:
         issuer.behaviour.delay = 0.3  # both workers start while the first fetch runs

@@ -21,7 +21,7 @@ from tests.support.tokens import CORP, policy_yaml
 from tests.support.tokens import mint_live as mint
 from tests.test_processes import log_lines, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 REQUESTS = 60  # over connections of 3 checks each: 20 connections, 2 ** -19 on one worker
 
