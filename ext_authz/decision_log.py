@@ -52,20 +52,51 @@ _ENCODER = json.JSONEncoder(default=str, separators=(",", ":"))
 _HEAD = f',"level":"info","logger":{_ENCODER.encode(decision_log.name)},"msg":"decision"'
 
 
-def decision_line(decision: Decision, decision_id: str, seconds: float, now: float) -> str:
-    """The JSON line the formatter would write for this decision, built directly (the
-    fixed part once; strings through json's own escaping)."""
-    parts = ['{"ts":"', timestamp(now), '"', _HEAD]
-    for fields in (static_fields(), decision_fields(decision, decision_id, seconds)):
-        for name, value in fields.items():
-            if value.__class__ is str:
-                parts.append(f",{_escape(name)}:{_escape(value)}")
-            elif value is None:
-                parts.append(f",{_escape(name)}:null")
-            else:
-                parts.append(f",{_escape(name)}:{_ENCODER.encode(value)}")
-    parts.append("}")
+def _encoded(fields: dict[str, Any]) -> str:
+    parts = []
+    for name, value in fields.items():
+        if value.__class__ is str:
+            parts.append(f",{_escape(name)}:{_escape(value)}")
+        elif value is None:
+            parts.append(f",{_escape(name)}:null")
+        else:
+            parts.append(f",{_escape(name)}:{_ENCODER.encode(value)}")
     return "".join(parts)
+
+
+# The parts of a line that depend on the decision alone, by decision object: a memo
+# hit hands over the same object every time. Only the writer thread formats lines;
+# the entry keeps its decision alive, so an id is never reused while cached.
+_FRAGMENTS: dict[int, tuple[Decision, str, str]] = {}
+_FRAGMENTS_MAX = 4096
+
+
+def _fragments(decision: Decision) -> tuple[str, str]:
+    """The encoded fields before `latency_ms` (route, issuer) and after it."""
+    cached = _FRAGMENTS.get(id(decision))
+    if cached is not None and cached[0] is decision:
+        return cached[1], cached[2]
+    fields = decision_fields(decision, "", 0.0)
+    del fields["decision_id"]
+    before = _encoded({"route": fields.pop("route"), "issuer": fields.pop("issuer")})
+    del fields["latency_ms"]
+    after = _encoded(fields)
+    if len(_FRAGMENTS) >= _FRAGMENTS_MAX:
+        _FRAGMENTS.clear()
+    _FRAGMENTS[id(decision)] = (decision, before, after)
+    return before, after
+
+
+def decision_line(decision: Decision, decision_id: str, seconds: float, now: float) -> str:
+    """The JSON line the formatter would write for this decision, built directly: the
+    fixed part once, the decision's own part once per decision object, strings through
+    json's own escaping. Call it from one thread (the log writer)."""
+    before, after = _fragments(decision)
+    latency = _ENCODER.encode(round(seconds * 1000, 3))
+    return (
+        f'{{"ts":"{timestamp(now)}"{_HEAD}{_encoded(static_fields())}'
+        f',"decision_id":{_escape(decision_id)}{before},"latency_ms":{latency}{after}}}'
+    )
 
 
 def log_decision(decision: Decision, decision_id: str, seconds: float) -> None:

@@ -192,3 +192,14 @@ def test_a_decision_line_is_the_json_the_formatter_would_write() -> None:
         }
         assert json.loads(line) == expected
         assert line.isascii()
+
+
+def test_a_decision_seen_again_renders_with_its_own_id_and_latency() -> None:
+    allow = Allow("orders", issuer="corp", subject="s", log_subject=True)
+    for n in range(3):  # the second and third lines reuse the decision's fragments
+        line = json.loads(
+            decision_log_module.decision_line(allow, f"id-{n}", n / 1000, 1_800_000_000.0)
+        )
+        assert line["decision_id"] == f"id-{n}" and line["latency_ms"] == n
+        assert line["route"] == "orders" and line["subject"] == "s"
+        assert line["result"] == "allow" and line["status"] == 200
