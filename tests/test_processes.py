@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -256,6 +258,26 @@ def test_two_processes_sharing_redis_fetch_the_keys_once(tmp_path: Path) -> None
             assert issuer.count() == 1
             assert served.answering_workers("keys", mint(CORP), 200) == {0, 1}
             assert issuer.count() == 1
+
+
+def test_a_taken_port_stops_the_supervisor_before_any_worker_starts(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_yaml(CORP), encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        serve = [sys.executable, "-m", "ext_authz", "serve", "--config", str(policy)]
+        done = subprocess.run(
+            [*serve, "--listen", f"127.0.0.1:{port}", "--processes", "2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "cannot listen on 127.0.0.1:" in done.stderr
+    assert "worker started" not in done.stderr
 
 
 def test_process_count() -> None:
