@@ -327,7 +327,7 @@ class Supervisor:
     # the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
-        from ext_authz.app import _stamp, watched_files
+        from ext_authz.app import StartupError, _stamp, tls_credentials, watched_files
         from ext_authz.policy.loader import PolicyError, load_policy
 
         try:
@@ -335,6 +335,11 @@ class Supervisor:
         except PolicyError as exc:
             for problem in exc.problems:
                 log.error("policy refused", extra={"problem": str(problem)})
+            return 1
+        try:  # what would stop every worker at start stops the supervisor instead
+            tls_credentials(self.options)
+        except StartupError as exc:
+            log.error("cannot start", extra={"error": str(exc)})
             return 1
         _warn_unshared_keys(policy, self.processes)
         reserved: list[socket.socket] = []

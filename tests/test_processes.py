@@ -280,6 +280,22 @@ def test_a_taken_port_stops_the_supervisor_before_any_worker_starts(tmp_path: Pa
     assert "worker started" not in done.stderr
 
 
+def test_a_bad_tls_option_stops_the_supervisor_not_a_worker_loop(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(policy_yaml(CORP), encoding="utf-8")
+    serve = [sys.executable, "-m", "ext_authz", "serve", "--config", str(policy)]
+    done = subprocess.run(
+        [*serve, "--listen", "127.0.0.1:0", "--processes", "2", "--tls-cert", "missing.pem"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "--tls-cert and --tls-key go together" in done.stderr
+    assert "worker started" not in done.stderr
+
+
 def test_process_count() -> None:
     assert process_count("3") == 3
     assert process_count("auto") == usable_cores() >= 1
