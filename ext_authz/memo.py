@@ -53,6 +53,7 @@ DEFAULT_BYTES = 32 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True, repr=False)
 class _Entry(Generic[T]):
+    policy: Policy  # checked on every hit: a check running across a reload may refile
     decision: Allow
     answer: T
     issuer: str
@@ -117,7 +118,7 @@ class AnswerMemo(Generic[T]):
                     self._entries = {}
                     self._bytes = 0
         entry = self._entries.get(key)
-        if entry is not None and entry.valid_until > self._clock.now():
+        if entry is not None and entry.policy is policy and entry.valid_until > self._clock.now():
             if entry.key is None:
                 self.hits += 1
                 return Hit(entry.decision, entry.answer)
@@ -152,7 +153,13 @@ class AnswerMemo(Generic[T]):
             return
         size = len(miss.authorization) + len(miss.route) + _size(answer) + _OVERHEAD
         entry = _Entry(
-            decision, answer, verified.issuer.name, verified.key, verified.valid_until, size
+            miss.policy,
+            decision,
+            answer,
+            verified.issuer.name,
+            verified.key,
+            verified.valid_until,
+            size,
         )
         key = (miss.authorization, miss.route)
         with self._lock:
