@@ -176,6 +176,16 @@ def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(stamps)
 
 
+def restamp(
+    before: tuple[tuple[str, int, int, int], ...], files: list[Path]
+) -> tuple[tuple[str, int, int, int], ...]:
+    """Stamps for the files of a policy just loaded: a file watched before keeps the
+    stamp taken before the load, so an edit made while the reload ran is seen next time
+    (a stamp taken after the load would hide it)."""
+    earlier = {entry[0]: entry for entry in before}
+    return tuple(earlier.get(entry[0], entry) for entry in _stamp(files))
+
+
 def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
     """Run until SIGTERM or SIGINT. Returns the process exit code. Under a supervisor
     (`--processes N`), `control` carries its health verdict and reload commands."""
@@ -283,9 +293,10 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
         if changed or reload_requested.is_set():
             reload_requested.clear()
             log.info("reloading policy", extra={"trigger": "change" if changed else "SIGHUP"})
+            before = stamp if options.reload_interval > 0 else _stamp(files)
             if holder.reload(options.config, metrics):
                 files = watched_files(holder.runtime.policy)
-                stamp = _stamp(files)
+                stamp = restamp(before, files)
     set_serving(health_servicer, False)
     if options.shutdown_delay > 0:
         stopping.clear()

@@ -327,7 +327,13 @@ class Supervisor:
     # the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
-        from ext_authz.app import StartupError, _stamp, tls_credentials, watched_files
+        from ext_authz.app import (
+            StartupError,
+            _stamp,
+            restamp,
+            tls_credentials,
+            watched_files,
+        )
         from ext_authz.policy.loader import PolicyError, load_policy
 
         try:
@@ -401,9 +407,10 @@ class Supervisor:
                     changed, stamp = current != stamp, current
                 if changed or self._reload_requested:
                     self._reload_requested = False
+                    before = stamp if self.options.reload_interval > 0 else _stamp(files)
                     new_files = self._reload("change" if changed else "SIGHUP")
                     if new_files is not None:
-                        files, stamp = new_files, _stamp(new_files)
+                        files, stamp = new_files, restamp(before, new_files)
             return self._shutdown()
         finally:
             if metrics_server is not None:
