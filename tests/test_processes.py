@@ -58,12 +58,17 @@ def fresh_check(port: int, token: str | None, request_id: str) -> Verdict:
         return verdict(stub.Check(request, timeout=10))
 
 
-def health(port: int) -> int:
+def health(port: int) -> int | None:
+    """The status a fresh connection gets; None when it is refused or reset (a
+    connection the kernel had queued for a worker that was just killed)."""
     options = [("grpc.use_local_subchannel_pool", 1)]
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service=""), timeout=5
-        )
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=5
+            )
+        except grpc.RpcError:
+            return None
         return int(reply.status)
 
 
