@@ -21,7 +21,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY ext_authz ./ext_authz
-RUN pip wheel --wheel-dir /wheels .
+# With the `otel` extra, so that `--otlp-endpoint` works in the image.
+RUN pip wheel --wheel-dir /wheels '.[otel]'
 
 
 FROM ${PYTHON_IMAGE} AS runtime
@@ -45,7 +46,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 # The wheelhouse is bind-mounted for this one step only: it never becomes a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels ext-authz \
+    pip install --no-index --find-links=/wheels 'ext-authz[otel]' \
     && groupadd --gid 10001 ext-authz \
     && useradd --uid 10001 --gid ext-authz --no-create-home --no-log-init \
         --home-dir /nonexistent --shell /usr/sbin/nologin ext-authz \

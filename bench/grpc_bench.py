@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fixtures import BenchIssuer, mint, mint_distinct, write_policy
+from bench.otlp_sink import otlp_sink
 from bench.procs import (
     LOOPBACK,
     BenchError,
@@ -45,6 +46,7 @@ class Case:
     note: str = ""  # what `args` change, for the label
     processes: int = 1  # `ext-authz serve --processes`
     connections: int = 1  # client connections (several processes need several)
+    tracing: bool = False  # --otlp-endpoint: a span per check, exported over OTLP/HTTP
 
     @property
     def label(self) -> str:
@@ -55,9 +57,10 @@ class Case:
         if self.handler == "trivial":
             return f"{self.model}{pool}, trivial handler (answers OK){conns}"
         note = f", {self.note}" if self.note else ""
+        traced = ", traced (OTLP)" if self.tracing else ""
         return (
             f"{self.model}{pool}, real handler, {self.tokens} token, log {self.log_level}"
-            f"{note}{conns}"
+            f"{note}{traced}{conns}"
         )
 
 
@@ -104,6 +107,12 @@ MEMO_OFF = ("--memo-size", "0")
 SPREAD = 8  # client connections for the --processes comparison
 
 
+TRACED_CASES = (
+    Case("sync-seen-info-traced", "sync", "real", "info", "seen", SHIPPED_WORKERS, tracing=True),
+    Case(
+        "sync-unseen-info-traced", "sync", "real", "info", "unseen", SHIPPED_WORKERS, tracing=True
+    ),
+)
 ALL_CASES = (
     _case("sync", "trivial", "warning", "seen"),
     _case("aio", "trivial", "warning", "seen"),
@@ -156,6 +165,7 @@ ALL_CASES = (
     _case("sync", "trivial", "warning", "seen", connections=SPREAD),
     _case("sync", "real", "info", "seen", connections=SPREAD),
     _case("sync", "real", "info", "seen", processes=2, connections=SPREAD),
+    *TRACED_CASES,
 )
 QUICK_CASES = tuple(
     c
@@ -175,6 +185,7 @@ QUICK_CASES = tuple(
         "sync-seen-info-c8",
         "sync-seen-info-p2-c8",
         "sync-trivial-c8",
+        "sync-seen-info-traced",
     }
 )
 
@@ -198,7 +209,9 @@ QUICK = Settings(
 )
 
 
-def server_command(case: Case, policy: Path, port: int) -> list[str]:
+def server_command(
+    case: Case, policy: Path, port: int, otlp_endpoint: str | None = None
+) -> list[str]:
     listen = f"{LOOPBACK}:{port}"
     if case.handler == "trivial":
         return python_module(
@@ -211,6 +224,7 @@ def server_command(case: Case, policy: Path, port: int) -> list[str]:
             str(case.workers),
         )
     if case.model == "sync":
+        traced = ["--otlp-endpoint", otlp_endpoint] if case.tracing and otlp_endpoint else []
         return python_module(
             "ext_authz",
             "serve",
@@ -225,6 +239,7 @@ def server_command(case: Case, policy: Path, port: int) -> list[str]:
             "--processes",
             str(case.processes),
             *case.args,
+            *traced,
         )
     return python_module(
         "bench.aio_server",
@@ -313,6 +328,7 @@ def _summary(case: Case, trials: list[dict[str, Any]]) -> dict[str, Any]:
         "processes": case.processes,
         "connections": case.connections,
         "note": case.note,
+        "tracing": case.tracing,
         "checks": trials[0]["checks"],
         "trials": len(trials),
         "server_us": float(statistics.median(us)),
@@ -352,14 +368,14 @@ def run(
     trials: dict[str, list[dict[str, Any]]] = {c.name: [] for c in settings.cases}
     profiles: list[dict[str, Any]] = []
     with ExitStack() as stack:
+        sink = stack.enter_context(otlp_sink())  # where the traced servers export
         servers: dict[str, tuple[Child, int]] = {}
         for case in settings.cases:
             port = free_port()
             # Decision lines (INFO) go to /dev/null: the default-logging case.
             stderr = None if case.log_level == "info" else work / f"{case.name}.stderr.log"
-            server = stack.enter_context(
-                child(case.name, server_command(case, policy, port), stderr)
-            )
+            command = server_command(case, policy, port, sink.endpoint)
+            server = stack.enter_context(child(case.name, command, stderr))
             servers[case.name] = (server, port)
         for server, port in servers.values():
             wait_grpc_serving(port, server)
@@ -392,10 +408,12 @@ def run(
                     summary["gil_held_share"] = summary["samples"] / (RATE * busy)
                 result.update(name=case.name, label=case.label, profile=summary)
                 profiles.append(result)
+        exported = sink.summary()
     return {
         "alg": issuer.alg,
         "concurrency": settings.concurrency,
         "rounds": settings.rounds,
         "results": [_summary(c, trials[c.name]) for c in settings.cases],
         "profiles": profiles,
+        "otlp_sink": exported,
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bench import goals
+from bench import charts, goals
 
 SEEN_TARGET_US = 150.0
 UNSEEN_TARGET_US = 250.0
@@ -720,7 +720,8 @@ def reproduce(results: dict[str, Any]) -> list[str]:
         "with `apt-get install -y wrk` when missing (root only; otherwise the closed-loop "
         "table is skipped with a note); `py-spy` is installed into the venv with pip for "
         "the profiles (`--no-profile` skips them). The raw figures of each run are written "
-        "to `bench/results/` (not committed).",
+        "to `bench/results/` (not committed); the charts above are drawn from them into "
+        "`charts/` beside this file (`bench/charts.py`, plain SVG).",
         "",
     ]
 
@@ -746,15 +747,67 @@ def jwe_section(rows: list[dict[str, Any]] | None) -> list[str]:
     ]
 
 
+def tracing_cost(data: dict[str, Any] | None) -> list[str]:
+    """What `--otlp-endpoint` adds per check: each traced gRPC case against the same
+    case untraced, from the same run."""
+    if not data:
+        return []
+    rows = []
+    for traced in (r for r in data["results"] if r.get("tracing")):
+        plain = next(
+            (
+                r
+                for r in data["results"]
+                if not r.get("tracing")
+                and r["model"] == traced["model"]
+                and r["handler"] == traced["handler"]
+                and r["tokens"] == traced["tokens"]
+                and r["log_level"] == traced["log_level"]
+                and r["workers"] == traced["workers"]
+            ),
+            None,
+        )
+        if plain is None:
+            continue
+        added = traced["server_us"] - plain["server_us"]
+        rows.append(
+            (
+                f"{traced['tokens']} token, log {traced['log_level']}",
+                _f(plain["server_us"]),
+                _f(traced["server_us"]),
+                f"**{added:+.0f}** ({added / plain['server_us']:+.0%})",
+                f"{plain['checks_per_s']:,.0f} → {traced['checks_per_s']:,.0f}",
+            )
+        )
+    if not rows:
+        return []
+    sink = data.get("otlp_sink", {})
+    out = [
+        "### Tracing on: the cost of a span per check",
+        "",
+        "The shipped server with `--otlp-endpoint` against the same server without, in "
+        "the same rounds. Every check is sampled (no `traceparent` in the requests, so "
+        "each starts a sampled trace: the worst case) and exported by the SDK's batch "
+        "processor over OTLP/HTTP to a loopback receiver "
+        f"({sink.get('exports', 0):,} exports, {sink.get('bytes', 0):,} bytes in this run). "
+        "With tracing off the check path holds one `None` test.",
+        "",
+    ]
+    out += _table(("case", "off: CPU µs/check", "on: CPU µs/check", "added µs", "checks/s"), rows)
+    return [*out, ""]
+
+
 def render(results: dict[str, Any]) -> str:
     lines: list[str] = []
     lines += header(results)
     lines += machine(results)
     lines += targets(results)
     lines += goals.section(results)
+    lines += charts.markdown(results.get("charts", []))
     lines += inproc(results.get("inproc"))
     lines += jwe_section(results.get("jwe"))
     lines += grpc_section(results.get("grpc"))
+    lines += tracing_cost(results.get("grpc"))
     lines += envoy_section(results.get("envoy"), results["wrk"]["note"])
     lines += profiles(results.get("grpc"), results.get("profile_note", "disabled"))
     lines += cprofile_section(results.get("inproc"))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import envoy_bench, grpc_bench, inproc, jwe_bench, machine, report
+from bench import charts, envoy_bench, grpc_bench, inproc, jwe_bench, machine, report
 from bench.fixtures import make_issuers
 from bench.procs import BenchError
 from bench.profile import ensure_py_spy
@@ -127,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{results['machine']['commit']} at the start, {end_commit} at the end "
             "(the code changed during the run)"
         )
+    results["charts"] = charts.write_for_report(results, args.out)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     raw = args.results_dir / f"{stamp}-{mode}.json"

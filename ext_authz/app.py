@@ -26,6 +26,7 @@ from ext_authz.metrics import Metrics, serve_metrics
 from ext_authz.policy.loader import PolicyError, load_policy
 from ext_authz.policy.model import Policy
 from ext_authz.tokens.cache import VerifiedTokenCache
+from ext_authz.tracing import TracingError, start_tracing, stop_tracing
 
 if TYPE_CHECKING:
     from ext_authz.supervisor import WorkerControl
@@ -50,6 +51,7 @@ class ServeOptions:
     memo_size: int = DEFAULT_MEMO_SIZE  # remembered allow answers (0: none)
     processes: int = 1  # more than 1: a supervisor runs that many serving processes
     reuse_port: bool = False  # set by the supervisor for its workers
+    otlp_endpoint: str | None = None
 
 
 class StartupError(Exception):
@@ -204,12 +206,19 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
     except StartupError as exc:
         log.error("cannot start", extra={"error": str(exc)})
         return 1
+    try:
+        tracer = start_tracing(options.otlp_endpoint)
+    except TracingError as exc:
+        log.error("cannot start", extra={"error": str(exc)})
+        return 1
     clock = SystemClock()
     metrics = Metrics() if options.metrics_listen else None
     manager = key_manager(metrics, options.workers)
     holder = RuntimeHolder(Runtime(policy, manager), manager, options.workers)
     cache = VerifiedTokenCache(clock, maxsize=options.token_cache_size)
-    authorizer = Authorizer.over(holder, clock, cache)
+    authorizer = Authorizer.over(
+        holder if tracer is None else tracer.traced_runtime(holder), clock, cache
+    )
     memo: AnswerMemo[bytes] | None = (
         AnswerMemo(holder, cache, clock, options.memo_size) if options.memo_size > 0 else None
     )
@@ -229,6 +238,7 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
             observers=observers,
             memo=memo,
             reuse_port=options.reuse_port,
+            tracer=tracer,
         )
         if metrics is not None and options.metrics_listen is not None:
             metrics.watch_runtime(holder.statuses, cache, memo=memo)
@@ -303,5 +313,6 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
         stopping.wait(options.shutdown_delay)
     server.stop(options.grace).wait()
     holder.manager.stop()
+    stop_tracing(tracer)
     log.info("stopped")
     return 0

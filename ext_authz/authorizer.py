@@ -28,6 +28,7 @@ from ext_authz.tokens.credentials import bearer_token
 from ext_authz.tokens.decrypt import Decrypted, decrypt_token
 from ext_authz.tokens.format import SignedToken, decode_json_object, parse_signed, segment_count
 from ext_authz.tokens.verify import select_key, verify_signature
+from ext_authz.tracing import phase
 
 log = logging.getLogger("ext_authz.authorizer")
 
@@ -183,7 +184,8 @@ class Authorizer:
                 return Identity(hit.issuer, hit.claims, hit.encrypted)
         encrypted = segment_count(token) == 5
         if encrypted:
-            decrypted = decrypt_token(token, policy.decryption)
+            with phase("token.decrypt"):
+                decrypted = decrypt_token(token, policy.decryption)
             inner = decrypted.nested_token()
             if inner is None:
                 identity, exp = self._unsigned_claims(policy, decrypted)

@@ -68,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
         help="serving processes sharing the ports (SO_REUSEPORT) under one supervisor; "
         "'auto': one per usable core (default %(default)s)",
     )
+    serve.add_argument(
+        "--otlp-endpoint",
+        help="OTLP/HTTP base URL for traces, e.g. http://127.0.0.1:4318 (off; the "
+        "OTEL_EXPORTER_OTLP_* variables also turn it on)",
+    )
     serve.add_argument("--log-format", choices=["json", "text"], default="json")
     serve.add_argument("--log-level", default="info")
 
@@ -154,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 decision_log=args.decision_log,
                 memo_size=args.memo_size,
                 processes=args.processes,
+                otlp_endpoint=args.otlp_endpoint,
             )
         )
     if args.command == "check-config":

@@ -3,8 +3,11 @@
 Starts the demo identity provider (127.0.0.1:9100) and the echo upstream
 (127.0.0.1:9200) in this process, the ext_authz server (127.0.0.1:9001) and a real
 Envoy (127.0.0.1:10000, admin 127.0.0.1:9901) as child processes, then prints
-ready-to-paste curl commands with fresh tokens. Ctrl-C or SIGTERM stops everything.
-``--no-wait`` sends the requests itself, prints the status codes and exits (a smoke test).
+ready-to-paste curl commands with fresh tokens: four signed tokens and no token, and a
+nested JWE (the corp issuer's signed JWT encrypted to a decryption key the demo makes
+for the server). Ctrl-C or SIGTERM stops everything.
+``--no-wait`` sends the requests itself, prints the status codes, checks that the
+upstream saw the identity headers it should, and exits (a smoke test).
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
@@ -29,6 +32,8 @@ from typing import IO, Any
 
 import httpx
 
+from ext_authz.demo import encryption
+from ext_authz.demo.encryption import DemoEncryption
 from ext_authz.demo.issuer import DemoIssuer, serve_issuer
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.envoy.config import READY_PATH, EnvoyParams, render_envoy_config
@@ -265,11 +270,25 @@ def wait_for_grpc_serving(
 
 
 @dataclass(frozen=True, slots=True)
+class DemoPorts:
+    """Where the demo's pieces listen on 127.0.0.1. The issuer's port must be the one
+    the policy's issuer ids name."""
+
+    issuer: int = ISSUER_PORT
+    upstream: int = UPSTREAM_PORT
+    server: int = SERVER_PORT
+    envoy: int = ENVOY_PORT
+    admin: int = ADMIN_PORT
+
+
+@dataclass(frozen=True, slots=True)
 class DemoRequest:
     label: str
     path: str
     token: str | None
     expect: int
+    # headers the upstream must have received (allowed requests): the injected identity
+    upstream_saw: Mapping[str, str] = field(default_factory=dict)
 
     def curl(self, base_url: str) -> str:
         parts = ["curl", "-i"]
@@ -292,20 +311,52 @@ def _fetch_token(client: httpx.Client, issuer: DemoIssuer, name: str, **params: 
     return token
 
 
-def demo_requests(issuer: DemoIssuer) -> list[DemoRequest]:
-    """The demo's requests, with tokens freshly minted by the issuer's token endpoint."""
+def demo_requests(
+    issuer: DemoIssuer, encrypted_to: DemoEncryption | None = None
+) -> list[DemoRequest]:
+    """The demo's requests, with tokens freshly minted by the issuer's token endpoint;
+    with `encrypted_to`, also one whose signed token is encrypted to the server's key."""
     with httpx.Client(trust_env=False, timeout=5.0) as client:
         corp_read = _fetch_token(client, issuer, "corp", scope="orders:read", sub="alice")
         corp_profile = _fetch_token(client, issuer, "corp", scope="profile", sub="alice")
         partner_read = _fetch_token(
             client, issuer, "partner", scope="orders:read", sub="bob", tenant="globex"
         )
-    return [
-        DemoRequest("corp token with scope orders:read", "/api/orders", corp_read, 200),
+        corp_secret = None
+        if encrypted_to is not None:
+            corp_secret = _fetch_token(
+                client, issuer, "corp", scope="orders:read", sub="carol", email="carol@corp.example"
+            )
+    requests = [
+        DemoRequest(
+            "corp token with scope orders:read",
+            "/api/orders",
+            corp_read,
+            200,
+            {"x-user-id": "alice"},
+        ),
         DemoRequest("no token", "/api/orders", None, 401),
         DemoRequest("corp token with scope 'profile' only", "/api/orders", corp_profile, 403),
-        DemoRequest("partner token (ES256, keys via discovery)", "/api/orders", partner_read, 200),
+        DemoRequest(
+            "partner token (ES256, keys via discovery)",
+            "/api/orders",
+            partner_read,
+            200,
+            {"x-user-id": "bob", "x-tenant-id": "globex"},
+        ),
     ]
+    if encrypted_to is not None and corp_secret is not None:
+        requests.append(
+            DemoRequest(
+                f"corp token encrypted to the server (nested JWE, {encryption.DEMO_KEY_ALG} "
+                f"+ {encryption.DEMO_ENC})",
+                "/api/orders",
+                encrypted_to.encrypt(corp_secret),
+                200,
+                {"x-user-id": "carol", "x-user-email": "carol@corp.example"},
+            )
+        )
+    return requests
 
 
 def _print_instructions(
@@ -336,13 +387,17 @@ def _smoke(requests: list[DemoRequest], params: EnvoyParams) -> int:
                 print(f"--- {request.label}: {type(exc).__name__}: {exc}")
                 continue
             ok = response.status_code == request.expect
-            failures += not ok
             verdict = "ok" if ok else f"UNEXPECTED, wanted {request.expect}"
             print(f"{response.status_code} {request.label}: {verdict}")
             if response.status_code == 200:
                 seen = response.json().get("headers", {})
                 identity = {k: v for k, v in seen.items() if k.startswith(("x-user-", "x-tenant-"))}
                 print(f"    upstream saw: {identity}")
+                missing = {k: v for k, v in request.upstream_saw.items() if seen.get(k) != v}
+                if missing:
+                    ok = False
+                    print(f"    UNEXPECTED: the upstream did not see {missing}")
+            failures += not ok
     print("smoke test passed" if not failures else f"smoke test: {failures} unexpected result(s)")
     return 0 if not failures else 1
 
@@ -376,10 +431,18 @@ def _run(
     if not policy.is_file():
         print(f"demo: policy file {policy} not found", file=sys.stderr)
         return 1
+    ports = DemoPorts(
+        args.issuer_port, args.upstream_port, args.server_port, args.envoy_port, args.admin_port
+    )
+    encrypted_to = encryption.prepare(policy, log_dir)
+    if encrypted_to is None:
+        print("demo: the policy configures decryption itself: no encrypted request", flush=True)
+    else:
+        policy = encrypted_to.policy
     try:
-        issuer_server, issuer = serve_issuer(HOST, ISSUER_PORT)
+        issuer_server, issuer = serve_issuer(HOST, ports.issuer)
         servers.append(issuer_server)
-        servers.append(serve_upstream(HOST, UPSTREAM_PORT))
+        servers.append(serve_upstream(HOST, ports.upstream))
     except OSError as exc:
         print(f"demo: cannot start the issuer or upstream: {exc}", file=sys.stderr)
         return 1
@@ -391,17 +454,17 @@ def _run(
 
     params = EnvoyParams(
         listen_address=HOST,
-        listen_port=ENVOY_PORT,
-        admin_port=ADMIN_PORT,
+        listen_port=ports.envoy,
+        admin_port=ports.admin,
         ext_authz_address=HOST,
-        ext_authz_port=SERVER_PORT,
+        ext_authz_port=ports.server,
         upstream_address=HOST,
-        upstream_port=UPSTREAM_PORT,
+        upstream_port=ports.upstream,
     )
     envoy_config = log_dir / "envoy.yaml"
     envoy_config.write_text(render_envoy_config(params), encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    server_cmd = server_command(policy, f"{HOST}:{SERVER_PORT}")
+    server_cmd = server_command(policy, f"{HOST}:{ports.server}")
     envoy_cmd = [envoy_path, "-c", str(envoy_config)]
     envoy_cmd += ["--base-id", str(random_base_id()), "--log-level", "warn"]
     server = ChildProcess("ext-authz", server_cmd, log_dir=log_dir, env=env)
@@ -411,21 +474,21 @@ def _run(
 
     deadline = time.monotonic() + args.timeout
     try:
-        wait_for_port(HOST, SERVER_PORT, args.timeout, proc=children)
+        wait_for_port(HOST, ports.server, args.timeout, proc=children)
         wait_for_http(
             f"{params.listen_url}{READY_PATH}",
             max(0.0, deadline - time.monotonic()),
             proc=children,
         )
         if not wait_for_grpc_serving(
-            HOST, SERVER_PORT, max(0.0, deadline - time.monotonic()), proc=children
+            HOST, ports.server, max(0.0, deadline - time.monotonic()), proc=children
         ):
             print("demo: warning: the ext_authz server does not report SERVING yet", flush=True)
     except StartupError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
 
-    requests = demo_requests(issuer)
+    requests = demo_requests(issuer, encrypted_to)
     _print_instructions(requests, issuer, params, log_dir)
     if args.no_wait:
         return _smoke(requests, params)
@@ -448,6 +511,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=30.0, help="start-up timeout in seconds (default: 30)"
     )
+    defaults = DemoPorts()
+    for name, default in (
+        ("issuer", defaults.issuer),
+        ("upstream", defaults.upstream),
+        ("server", defaults.server),
+        ("envoy", defaults.envoy),
+        ("admin", defaults.admin),
+    ):
+        parser.add_argument(
+            f"--{name}-port",
+            type=int,
+            default=default,
+            help=f"{name} port on {HOST} (default: {default})"
+            + (": the policy's issuer ids must name it" if name == "issuer" else ""),
+        )
     args = parser.parse_args(argv)
 
     children: list[ChildProcess] = []

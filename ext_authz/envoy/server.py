@@ -29,6 +29,7 @@ from ext_authz.envoy.request import BadCheckRequest, request_view
 from ext_authz.envoy.response import response_bytes, with_decision_id
 from ext_authz.errors import DenialReason
 from ext_authz.memo import AnswerMemo, Hit, Miss
+from ext_authz.tracing import CheckTracer, envoy_trace_headers
 
 AUTHORIZATION_SERVICE = "envoy.service.auth.v3.Authorization"
 
@@ -41,12 +42,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         authorizer: Authorizer,
         realm: str = "ext-authz",
         observers: Sequence[DecisionObserver] | None = None,
+        tracer: CheckTracer | None = None,
         memo: AnswerMemo[bytes] | None = None,
     ) -> None:
         self._authorizer = authorizer
         self._realm = realm
         self._observers = tuple(observers) if observers is not None else (log_decision,)
         self._memo = memo
+        self._tracer = tracer
 
     def Check(
         self, request: external_auth_pb2.CheckRequest, context: Any
@@ -63,12 +66,20 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         try:
             view = request_view(request)
             request_id = view.request_id
+            tracer = self._tracer
             found = self._memo.get(view) if self._memo is not None else None
             if isinstance(found, Hit):
                 decision, response = found.decision, found.answer
+                if tracer is not None:  # a span for the hit too, with nothing below it
+                    remembered = found.decision
+                    tracer.check(lambda _view: remembered, view, envoy_trace_headers(request))
             else:
                 miss = found
-                decision = self._authorizer.check(view)
+                if tracer is None:
+                    decision = self._authorizer.check(view)
+                else:
+                    headers = envoy_trace_headers(request)
+                    decision = tracer.check(self._authorizer.check, view, headers)
         except BadCheckRequest as bad:
             decision = Deny(DenialReason.REQUEST_INVALID, self._realm, detail=str(bad))
         except Exception:
@@ -111,6 +122,7 @@ def build_server(
     observers: Sequence[DecisionObserver] | None = None,
     memo: AnswerMemo[bytes] | None = None,
     reuse_port: bool = False,
+    tracer: CheckTracer | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer, int]:
     """A started-ready (not yet started) server, its health servicer and bound port."""
     server = grpc.server(
@@ -121,7 +133,7 @@ def build_server(
         ],
     )
     server.add_generic_rpc_handlers(
-        (AuthorizationService(authorizer, realm, observers, memo).method_handlers(),)
+        (AuthorizationService(authorizer, realm, observers, tracer, memo).method_handlers(),)
     )
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     for service in ("", AUTHORIZATION_SERVICE):
