@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Wait for a package manager that another process holds instead of failing on its lock.
 APT_WAIT := -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3
 
-.PHONY: install lint test test-fast demo bench envoy-configs image compose-up redis-server fuzz clean
+.PHONY: install lint test test-fast demo bench envoy-configs image compose-up redis-server nginx fuzz clean
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ lint: install
 	$(VENV)/bin/ruff format --check ext_authz tests bench
 	$(VENV)/bin/mypy
 
-test: lint redis-server
+test: lint redis-server nginx
 	$(PY) -m pytest
 
 # The key-cache tests run against a real Redis; install Debian's server when missing.
@@ -29,6 +29,12 @@ redis-server:
 	@command -v redis-server >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get $(APT_WAIT) update -qq && apt-get $(APT_WAIT) install -y -qq redis-server >/dev/null; \
 	  else echo "redis-server missing (sudo apt-get install -y redis-server): Redis tests will be skipped"; fi; }
+
+# The HTTP door's tests run a real nginx in front of it: Debian's nginx-light.
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get $(APT_WAIT) update -qq && apt-get $(APT_WAIT) install -y -qq nginx-light >/dev/null; \
+	  else echo "nginx missing (sudo apt-get install -y nginx-light): nginx tests will be skipped"; fi; }
 
 # The quick loop: everything but the tests marked slow (real Envoy, subprocess servers, > 2 s).
 test-fast: install

@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bench import charts, goals
+from bench.http_report import http_section
 
 SEEN_TARGET_US = 150.0
 UNSEEN_TARGET_US = 250.0
@@ -809,6 +810,7 @@ def render(results: dict[str, Any]) -> str:
     lines += grpc_section(results.get("grpc"))
     lines += tracing_cost(results.get("grpc"))
     lines += envoy_section(results.get("envoy"), results["wrk"]["note"])
+    lines += http_section(results.get("http"))
     lines += profiles(results.get("grpc"), results.get("profile_note", "disabled"))
     lines += cprofile_section(results.get("inproc"))
     lines += analysis(results)

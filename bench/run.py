@@ -1,6 +1,6 @@
 """``make bench``: run every measurement and write docs/benchmarks.md.
 
-python -m bench.run            # everything, under 10 minutes on 2 cores
+python -m bench.run            # everything, about 15 minutes on 2 cores (the HTTP door: ~5)
 python -m bench.run --quick    # about 2 minutes, fewer cases and shorter loads
 python -m bench.run --only grpc --out /tmp/bench.md
 """
@@ -17,14 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import charts, envoy_bench, grpc_bench, inproc, jwe_bench, machine, report
+from bench import charts, envoy_bench, grpc_bench, http_bench, inproc, jwe_bench, machine, report
 from bench.fixtures import make_issuers
 from bench.procs import BenchError
 from bench.profile import ensure_py_spy
 from bench.wrk import find_wrk, wrk_version
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ("inproc", "jwe", "grpc", "envoy")
+SECTIONS = ("inproc", "jwe", "grpc", "envoy", "http")
 
 
 def progress(message: str) -> None:
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     wrk_path: str | None = None
     wrk_note = "not needed for this run"
-    if "envoy" in sections:
+    if "envoy" in sections or "http" in sections:
         wrk_path, wrk_note = find_wrk(progress=progress)
         if wrk_path is None:
             progress(f"bench: {wrk_note}; closed-loop req/s will be skipped")
@@ -113,6 +113,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     corp,
                     envoy_bench.QUICK if args.quick else envoy_bench.FULL,
                     work / "envoy",
+                    wrk_path,
+                    progress=progress,
+                )
+            if "http" in sections:
+                progress("4. through Envoy: the HTTP door vs jwt_authn and the gRPC door")
+                (work / "http").mkdir()
+                results["http"] = http_bench.run(
+                    corp,
+                    http_bench.QUICK if args.quick else http_bench.FULL,
+                    work / "http",
                     wrk_path,
                     progress=progress,
                 )

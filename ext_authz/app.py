@@ -17,6 +17,7 @@ from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.clock import SystemClock
 from ext_authz.decision_log import DecisionObserver, decision_logger
 from ext_authz.envoy.server import build_server, set_serving
+from ext_authz.http.door import start_http_door
 from ext_authz.keys.events import KeyEvent
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import IssuerKeys, KeyStatus
@@ -52,6 +53,7 @@ class ServeOptions:
     processes: int = 1  # more than 1: a supervisor runs that many serving processes
     reuse_port: bool = False  # set by the supervisor for its workers
     otlp_endpoint: str | None = None
+    http_listen: str | None = None  # HOST:PORT of the HTTP door (off when None)
 
 
 class StartupError(Exception):
@@ -240,6 +242,9 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
             reuse_port=options.reuse_port,
             tracer=tracer,
         )
+        http_door = start_http_door(
+            options.http_listen, holder, clock, cache, observers, reuse_port=options.reuse_port
+        )
         if metrics is not None and options.metrics_listen is not None:
             metrics.watch_runtime(holder.statuses, cache, memo=memo)
             if control is None:
@@ -285,11 +290,16 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
         if control is not None:
             control.ready()  # the supervisor says SERVING once every worker is ready
         else:
-            set_serving(health_servicer, True)
+            serving(True)
         log.info("serving", extra={"issuers_without_keys": failed})
 
+    def serving(flag: bool) -> None:
+        set_serving(health_servicer, flag)
+        if http_door is not None:
+            http_door.set_serving(flag)
+
     if control is not None:
-        control.attach(health_servicer, holder, metrics, options.config)
+        control.attach(serving, holder, metrics, options.config)
     threading.Thread(target=become_ready, name="ext-authz-ready", daemon=True).start()
     files = watched_files(policy)
     stamp = _stamp(files)
@@ -308,10 +318,15 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
                 files = watched_files(holder.runtime.policy)
                 stamp = restamp(before, files)
     set_serving(health_servicer, False)
+    if http_door is not None:
+        http_door.set_serving(False)
     if options.shutdown_delay > 0:
         stopping.clear()
         stopping.wait(options.shutdown_delay)
-    server.stop(options.grace).wait()
+    grpc_stopped = server.stop(options.grace)
+    if http_door is not None:
+        http_door.stop(options.grace)
+    grpc_stopped.wait()
     holder.manager.stop()
     stop_tracing(tracer)
     log.info("stopped")

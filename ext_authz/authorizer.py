@@ -24,7 +24,7 @@ from ext_authz.policy.rules import enforce
 from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedToken, VerifiedTokenCache
 from ext_authz.tokens.claims import check_registered_claims
-from ext_authz.tokens.credentials import bearer_token
+from ext_authz.tokens.credentials import find_token
 from ext_authz.tokens.decrypt import Decrypted, decrypt_token
 from ext_authz.tokens.format import SignedToken, decode_json_object, parse_signed, segment_count
 from ext_authz.tokens.verify import select_key, verify_signature
@@ -90,6 +90,10 @@ class Authorizer:
         authorizer._cache = cache
         return authorizer
 
+    def token_headers(self) -> frozenset[str]:
+        """Headers the current policy may read a token from, besides Authorization."""
+        return self._runtime().policy.token_headers
+
     def check(self, request: RequestView) -> Decision:
         """Decide. Never raises: an unexpected error is a logged deny."""
         runtime = self._runtime()
@@ -134,7 +138,7 @@ class Authorizer:
         assert requirement is not None
         identity: Identity | None = None
         try:
-            token = bearer_token(request.headers)
+            token = find_token(request.headers, route.token_sources)
             if token is None:
                 raise Denied(DenialReason.TOKEN_MISSING)
             identity = self.authenticate(policy, token, runtime.keys)

@@ -21,7 +21,13 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve Envoy's Authorization and gRPC Health")
     serve.add_argument("--config", required=True, type=Path, help="the policy file")
-    serve.add_argument("--listen", default="0.0.0.0:9001", help="HOST:PORT (default %(default)s)")
+    serve.add_argument(
+        "--listen", default="0.0.0.0:9001", help="gRPC HOST:PORT, or off (default %(default)s)"
+    )
+    serve.add_argument(
+        "--http-listen",
+        help="HOST:PORT of the HTTP door for Envoy http_service, nginx, Caddy, Traefik (off)",
+    )
     serve.add_argument(
         "--workers",
         type=int,
@@ -139,7 +145,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.listen == "off" and not args.http_listen:
+        parser.error("--listen off needs --http-listen: nothing would serve checks")
     if args.command == "serve":
         from ext_authz.app import ServeOptions, serve
 
@@ -160,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                 memo_size=args.memo_size,
                 processes=args.processes,
                 otlp_endpoint=args.otlp_endpoint,
+                http_listen=args.http_listen,
             )
         )
     if args.command == "check-config":

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
+import uuid
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _escape
 from typing import Any
@@ -24,6 +26,19 @@ decision_log = logging.getLogger("ext_authz.decision")
 
 DecisionObserver = Callable[[Decision, str, float], None]
 DECISION_LOG_MODES = ("all", "deny", "off")
+
+MAX_REQUEST_ID = 128
+# RFC 9110 token characters: a client's id is logged as the decision id only when it
+# is short and plain; anything else (long, spaces, quotes, control bytes) is replaced.
+_REQUEST_ID = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1," + str(MAX_REQUEST_ID) + "}")
+
+
+def decision_id(request_id: str | None) -> str:
+    """The id a decision is logged under: the request's `x-request-id` when it is a
+    short token, else a fresh random one."""
+    if request_id is not None and _REQUEST_ID.fullmatch(request_id):
+        return request_id
+    return uuid.uuid4().hex
 
 
 def decision_fields(decision: Decision, decision_id: str, seconds: float) -> dict[str, Any]:

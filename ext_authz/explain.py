@@ -30,7 +30,7 @@ from ext_authz.tokens.claims import (
     check_not_before,
     scopes_of,
 )
-from ext_authz.tokens.credentials import bearer_token
+from ext_authz.tokens.credentials import find_token
 from ext_authz.tokens.decrypt import decrypt_token
 from ext_authz.tokens.format import parse_signed, segment_count
 from ext_authz.tokens.verify import select_key, verify_signature
@@ -153,7 +153,7 @@ def _explain_token(
     show_values: bool,
 ) -> None:
     try:
-        token = bearer_token(request.headers)
+        token = find_token(request.headers, route.token_sources)
     except Denied as denied:
         _fail(say, "credential", denied)
     if token is None:

@@ -11,6 +11,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -46,10 +47,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, separators=(",", ":"))
 
 
+_PLAIN = re.compile(r"[^\s\"\\=\x00-\x1f\x7f]+")
+
+
+def _text(value: Any) -> str:
+    """A value as `key=value` text: quoted (JSON string escapes) unless plain, so no
+    value can end its field or forge another (`x result=allow`)."""
+    text = str(value)
+    return text if _PLAIN.fullmatch(text) else json.dumps(text)
+
+
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = {**_static, **_extras(record)}
-        extras = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        extras = " ".join(f"{k}={_text(v)}" for k, v in fields.items() if v is not None)
         line = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
         if extras:
             line += f" {extras}"

@@ -1,4 +1,4 @@
-"""Finished allow answers, remembered per (authorization header, route, policy).
+"""Finished allow answers, remembered per (credential, route, policy).
 
 A token seen before on the same route gets the same answer as last time: the same
 headers set and removed, the same metadata. The memo keeps that answer as the front
@@ -9,7 +9,9 @@ An entry is served only while all of these hold:
 
 - the policy is the one it was decided under (any reload, even of an identical file,
   empties the memo: a new policy object is a new generation);
-- the request selects the same route (the route is part of the key);
+- the request selects the same route (the route is part of the key), and carries the
+  same credential: the `Authorization` header, or, on a route with `token_from`,
+  every header the route reads a token from (`Cookie` included) exactly as sent;
 - the token has not expired (`exp` plus the issuer's leeway, on the checking clock);
 - the key that verified the token is still in the issuer's current key set (a key the
   issuer withdrew, or keys past their `max_stale`, end the entry, as they end the
@@ -30,7 +32,7 @@ A hit is one dict read (no lock, no reordering): the memo is for speed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -43,7 +45,7 @@ from ext_authz.policy.model import Access, Policy
 from ext_authz.policy.routes import select_route
 from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedTokenCache
-from ext_authz.tokens.credentials import bearer_token
+from ext_authz.tokens.credentials import TokenSources, find_token
 
 T = TypeVar("T")
 
@@ -62,13 +64,21 @@ class _Entry(Generic[T]):
     size: int  # bytes of header and answer, for the byte bound
 
 
+# The credential part of a key: the Authorization header, or every header a route with
+# `token_from` reads (name, value), since the same token elsewhere, or a second
+# credential next to it, changes the answer.
+Credential = str | tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class Miss:
     """What a miss saw, so the answer decided next is filed under the same generation."""
 
     policy: Policy
     route: str
-    authorization: str
+    credential: Credential
+    headers: Mapping[str, str]  # the credential headers, for finding the token again
+    sources: TokenSources | None
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -94,23 +104,32 @@ class AnswerMemo(Generic[T]):
         self._bytes = 0
         self._lock = threading.Lock()
         self._policy: Policy | None = None
-        self._entries: dict[tuple[str, str], _Entry[T]] = {}
+        self._entries: dict[tuple[Credential, str], _Entry[T]] = {}
         self.hits = 0
         self.misses = 0
 
     def get(self, request: RequestView) -> Hit[T] | Miss | None:
         """A remembered answer, or a `Miss` to file the coming answer with, or None
-        when this request's answer is never remembered (no token, not a `require`
+        when this request's answer is never remembered (no credential, not a `require`
         route)."""
-        authorization = request.headers.get("authorization")
-        if authorization is None:
-            return None
         runtime = self._runtime()
         policy = runtime.policy
         route = select_route(policy.routes, request)
         if route is None or route.access is not Access.REQUIRE:
             return None
-        key = (authorization, route.name)
+        sources = route.token_sources
+        if sources is None:  # Authorization: Bearer, the usual case
+            authorization = request.headers.get("authorization")
+            if authorization is None:
+                return None
+            credential: Credential = authorization
+            read = {"authorization": authorization}
+        else:  # every header the route may read a token from, as sent
+            read = {n: v for n in _names(sources) if (v := request.headers.get(n)) is not None}
+            if not read:
+                return None
+            credential = tuple(sorted(read.items()))
+        key = (credential, route.name)
         if self._policy is not policy:  # a reload: every answer is decided again
             with self._lock:
                 if self._policy is not policy:
@@ -131,7 +150,7 @@ class AnswerMemo(Generic[T]):
                 if gone is not None:
                     self._bytes -= gone.size
         self.misses += 1
-        return Miss(policy, route.name, authorization)
+        return Miss(policy, route.name, credential, read, sources)
 
     def put(self, miss: Miss, decision: Decision, answer: T) -> None:
         """Remember `answer` if `decision` is a plain allow decided under the policy
@@ -141,7 +160,7 @@ class AnswerMemo(Generic[T]):
         if decision.route != miss.route or decision.issuer is None:
             return
         try:
-            token = bearer_token({"authorization": miss.authorization})
+            token = find_token(miss.headers, miss.sources)  # as the pipeline found it
         except Denied:
             return
         if token is None:
@@ -151,7 +170,7 @@ class AnswerMemo(Generic[T]):
             return
         if verified.issuer.name != decision.issuer:
             return
-        size = len(miss.authorization) + len(miss.route) + _size(answer) + _OVERHEAD
+        size = sum(map(len, miss.headers.values())) + len(miss.route) + _size(answer) + _OVERHEAD
         entry = _Entry(
             miss.policy,
             decision,
@@ -161,7 +180,7 @@ class AnswerMemo(Generic[T]):
             verified.valid_until,
             size,
         )
-        key = (miss.authorization, miss.route)
+        key = (miss.credential, miss.route)
         with self._lock:
             if self._policy is not miss.policy:
                 return
@@ -174,7 +193,7 @@ class AnswerMemo(Generic[T]):
             entries[key] = entry
             self._bytes += size
 
-    def _make_room(self, entries: dict[tuple[str, str], _Entry[T]], size: int) -> None:
+    def _make_room(self, entries: dict[tuple[Credential, str], _Entry[T]], size: int) -> None:
         """Drop the expired entries, then the oldest down to 90 % of either bound, so
         that the scan runs once per tenth of the memo's room, not once per entry."""
         now = self._clock.now()
@@ -196,6 +215,17 @@ class AnswerMemo(Generic[T]):
 
 
 _OVERHEAD = 200  # the entry, its key tuple and the dict slot, roughly
+_NAMES: dict[TokenSources, tuple[str, ...]] = {}
+
+
+def _names(sources: TokenSources) -> tuple[str, ...]:
+    """The header names `sources` reads (`cookie` for cookies), computed once."""
+    names = _NAMES.get(sources)
+    if names is None:
+        if len(_NAMES) > 1024:  # policies come and go with reloads
+            _NAMES.clear()
+        names = _NAMES[sources] = tuple(sorted(sources.header_names))
+    return names
 
 
 def _size(answer: object) -> int:

@@ -51,17 +51,16 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from multiprocessing.process import BaseProcess
-
-    from grpc_health.v1 import health
 
     from ext_authz.app import RuntimeHolder, ServeOptions
     from ext_authz.metrics import Metrics
 
 log = logging.getLogger("ext_authz.supervisor")
 
-# ServeOptions fields holding a HOST:PORT every worker listens on.
-LISTEN_FIELDS: tuple[str, ...] = ("listen",)
+# ServeOptions fields holding a HOST:PORT every worker listens on (None or "off": none).
+LISTEN_FIELDS: tuple[str, ...] = ("listen", "http_listen")
 BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 POLL = 0.2
@@ -112,28 +111,27 @@ class WorkerControl:
 
     def attach(
         self,
-        health_servicer: health.HealthServicer,
+        serving: Callable[[bool], None],
         holder: RuntimeHolder,
         metrics: Metrics | None,
         config: Path,
     ) -> None:
-        """Follow the supervisor's commands on a daemon thread."""
+        """Follow the supervisor's commands on a daemon thread; `serving` sets the
+        health every door reports."""
         threading.Thread(
             target=self._follow,
-            args=(health_servicer, holder, metrics, config),
+            args=(serving, holder, metrics, config),
             name="ext-authz-supervised",
             daemon=True,
         ).start()
 
     def _follow(
         self,
-        health_servicer: health.HealthServicer,
+        serving: Callable[[bool], None],
         holder: RuntimeHolder,
         metrics: Metrics | None,
         config: Path,
     ) -> None:
-        from ext_authz.envoy.server import set_serving
-
         while True:
             try:
                 message = self._conn.recv()
@@ -142,7 +140,7 @@ class WorkerControl:
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
             if message[0] == "serving":
-                set_serving(health_servicer, bool(message[1]))
+                serving(bool(message[1]))
             elif message[0] == "reload":
                 self._send("reloaded", holder.reload(config, metrics))
             elif message[0] == "reload_refused" and metrics is not None:
@@ -353,7 +351,7 @@ class Supervisor:
         try:
             for name in LISTEN_FIELDS:
                 value = getattr(self.options, name)
-                if value is None:
+                if value is None or value == "off":
                     continue
                 sock, address = reserve_port(value)
                 reserved.append(sock)

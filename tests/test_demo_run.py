@@ -35,7 +35,8 @@ def _policy_for_issuer_port(tmp_path: Path, port: int) -> Path:
 def test_demo_smoke_run_allows_the_nested_jwe_and_the_upstream_sees_its_claims(
     tmp_path: Path,
 ) -> None:
-    ports = {name: free_port() for name in ("issuer", "upstream", "server", "envoy", "admin")}
+    names = ("issuer", "upstream", "server", "envoy", "admin", "door", "caddy")
+    ports = {name: free_port() for name in names}
     policy = _policy_for_issuer_port(tmp_path, ports["issuer"])
     cmd = [sys.executable, "-m", "ext_authz", "demo", "run", "--no-wait", "--config", str(policy)]
     for name, port in ports.items():
@@ -46,21 +47,21 @@ def test_demo_smoke_run_allows_the_nested_jwe_and_the_upstream_sees_its_claims(
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "smoke test passed" in out
-    # the four signed cases and the encrypted one, each as expected
+    # the four signed cases and the encrypted one, each as expected, through Envoy and
+    # then through Caddy in front of the HTTP door
     results = re.findall(r"^(\d{3}) (.+?): (ok|UNEXPECTED.*)$", out, re.MULTILINE)
-    assert [(status, verdict) for status, _, verdict in results] == [
-        ("200", "ok"),
-        ("401", "ok"),
-        ("403", "ok"),
-        ("200", "ok"),
-        ("200", "ok"),
-    ]
+    one_leg = [("200", "ok"), ("401", "ok"), ("403", "ok"), ("200", "ok"), ("200", "ok")]
+    assert [(status, verdict) for status, _, verdict in results] == one_leg * 2
+    assert "nested JWE" in results[4][1]
     assert "nested JWE" in results[-1][1]
     seen = out.rsplit("nested JWE", 1)[1].splitlines()[1]
     assert "'x-user-id': 'carol'" in seen
     assert "'x-user-email': 'carol@corp.example'" in seen
     # the printed curl command carries a five-segment token
-    curls = [line for line in out.splitlines() if line.startswith("curl -i -H")]
+    envoy_url = f"http://127.0.0.1:{ports['envoy']}/"
+    curls = [
+        line for line in out.splitlines() if line.startswith("curl -i -H") and envoy_url in line
+    ]
     assert len(curls) == 4
     jwe_token = curls[-1].split("Bearer ", 1)[1].split("'", 1)[0]
     assert jwe_token.count(".") == 4

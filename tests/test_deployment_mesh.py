@@ -32,7 +32,7 @@ GATEWAY = REPO / "deploy" / "envoy-gateway" / "security-policy.yaml"
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
 KUBERNETES_VERSIONS = ("1.29", "1.33")
 GRPC_PORT = 9001
-HTTP_DOOR_PORT = 9002
+HTTP_DOOR_PORT = 9080
 HTTP_DOOR_PREFIX = "/envoy"
 
 # A schema is a mapping of allowed field -> schema of its value (None: a leaf); a list

@@ -130,8 +130,20 @@ def test_every_profile_keeps_the_security_properties(profile: EnvoyProfile) -> N
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     ext_authz = hcm["http_filters"][0]["typed_config"]
     assert ext_authz["failure_mode_allow"] is False
-    assert ext_authz["grpc_service"]["envoy_grpc"]["cluster_name"] == EXT_AUTHZ_CLUSTER
-    assert float(ext_authz["grpc_service"]["timeout"].rstrip("s")) <= 1.0
+    assert ext_authz["status_on_error"] == {"code": 503}
+    assert hcm["use_remote_address"] is True
+    assert hcm["common_http_protocol_options"] == {
+        "headers_with_underscores_action": "REJECT_REQUEST"
+    }
+    http = profile.params.ext_authz_http
+    if http:
+        service = ext_authz["http_service"]
+        assert service["server_uri"]["cluster"] == EXT_AUTHZ_CLUSTER
+        assert service["path_prefix"] == "/envoy"
+        assert float(service["server_uri"]["timeout"].rstrip("s")) <= 1.0
+    else:
+        assert ext_authz["grpc_service"]["envoy_grpc"]["cluster_name"] == EXT_AUTHZ_CLUSTER
+        assert float(ext_authz["grpc_service"]["timeout"].rstrip("s")) <= 1.0
 
     routes = {r["name"]: r for r in hcm["route_config"]["virtual_hosts"][0]["routes"]}
     ready = routes["envoy-ready"]
@@ -142,10 +154,14 @@ def test_every_profile_keeps_the_security_properties(profile: EnvoyProfile) -> N
 
     authz_cluster = _clusters(config)[EXT_AUTHZ_CLUSTER]
     (health_check,) = authz_cluster["health_checks"]
-    assert "grpc_health_check" in health_check
     protocol = authz_cluster["typed_extension_protocol_options"]
     (options,) = protocol.values()
-    assert "http2_protocol_options" in options["explicit_http_config"]
+    if http:
+        assert health_check["http_health_check"] == {"path": "/healthz"}
+        assert "http_protocol_options" in options["explicit_http_config"]
+    else:
+        assert "grpc_health_check" in health_check
+        assert "http2_protocol_options" in options["explicit_http_config"]
 
 
 def test_local_profile_is_the_loopback_default() -> None:

@@ -246,3 +246,41 @@ def test_a_denial_is_logged_and_answered_with_the_memo_on(
     caplog.set_level(logging.INFO)
     outcome = stack.check(path="/api/orders")
     assert outcome.status == 401 and outcome.reason == DenialReason.TOKEN_MISSING.value
+
+
+COOKIE_ROUTES = """\
+routes:
+  - name: web-app
+    match: { path_prefix: /app }
+    token_from:
+      cookies: [session]
+      headers: [{ name: Authorization, prefix: "Bearer " }]
+    require: { issuers: [corp] }
+    headers: { x-user-id: sub }
+"""
+
+
+def test_a_token_from_a_cookie_is_remembered_by_the_cookie_it_came_in(stack: Stack) -> None:
+    stack.reload(COOKIE_ROUTES)
+    alice, bob = mint(CORP, sub="alice"), mint(CORP, sub="bob")
+
+    def user(cookie: str, **headers: str) -> Outcome:
+        return stack.check(path="/app", headers={"cookie": cookie, **headers})
+
+    assert user(f"session={alice}").upstream_headers == {"x-user-id": "alice"}
+    assert user(f"session={alice}").upstream_headers == {"x-user-id": "alice"}
+    assert stack.memo.hits == 1
+    # another cookie: another answer, whatever else the request carries
+    assert user(f"session={bob}").upstream_headers == {"x-user-id": "bob"}
+    assert stack.memo.hits == 1
+
+
+def test_a_second_credential_beside_a_remembered_one_is_still_refused(stack: Stack) -> None:
+    stack.reload(COOKIE_ROUTES)
+    token = mint(CORP)
+    assert stack.check(path="/app", token=token).allowed
+    assert stack.check(path="/app", token=token).allowed
+    assert stack.memo.hits == 1
+    both = stack.check(path="/app", token=token, headers={"cookie": f"session={token}"})
+    assert both.status == 400 and both.reason == "authorization_multiple"
+    assert stack.memo.hits == 1

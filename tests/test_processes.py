@@ -143,7 +143,9 @@ class Served:
 
 
 @contextmanager
-def two_processes(tmp_path: Path, text: str | None = None) -> Iterator[Served]:
+def two_processes(
+    tmp_path: Path, text: str | None = None, extra: tuple[str, ...] = ()
+) -> Iterator[Served]:
     policy = tmp_path / "policy.yaml"
     policy.write_text(text if text is not None else policy_yaml(CORP), encoding="utf-8")
     port, metrics_port = free_port(), free_port()
@@ -166,6 +168,7 @@ def two_processes(tmp_path: Path, text: str | None = None) -> Iterator[Served]:
         "0",
         "--grace",
         "5",
+        *extra,
     ]
     with running(cmd, name="ext-authz-processes") as server:
         assert wait_for_grpc_serving("127.0.0.1", port, START, server), server.stderr_text()
@@ -263,6 +266,32 @@ def test_two_processes_sharing_redis_fetch_the_keys_once(tmp_path: Path) -> None
             assert issuer.count() == 1
             assert served.answering_workers("keys", mint(CORP), 200) == {0, 1}
             assert issuer.count() == 1
+
+
+@pytest.mark.slow
+def test_the_http_door_shares_its_port_across_the_processes_too(tmp_path: Path) -> None:
+    http_port = free_port()
+    extra = ("--http-listen", f"127.0.0.1:{http_port}")
+    with two_processes(tmp_path, extra=extra) as served:
+        token = mint(CORP)
+        for n in range(FRESH_CHECKS):  # a new connection each
+            with httpx.Client(trust_env=False, timeout=10) as client:
+                answer = client.get(
+                    f"http://127.0.0.1:{http_port}/envoy/api/orders",
+                    headers={"authorization": f"Bearer {token}", "x-request-id": f"h-{n}"},
+                )
+            assert answer.status_code == 200
+
+        def workers() -> set[int]:
+            wanted = {f"h-{n}" for n in range(FRESH_CHECKS)}
+            return {
+                line["worker"]
+                for line in log_lines(served.server)
+                if line.get("decision_id") in wanted
+            }
+
+        assert wait_until(lambda: workers() == {0, 1}, 10)
+        assert served.answering_workers("g", token, 200) == {0, 1}  # and the gRPC door
 
 
 def test_a_taken_port_stops_the_supervisor_before_any_worker_starts(tmp_path: Path) -> None:

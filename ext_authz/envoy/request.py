@@ -15,7 +15,7 @@ class BadCheckRequest(ValueError):
     pass
 
 
-def request_view(check_request: Any) -> RequestView:
+def request_view(check_request: Any, extra: frozenset[str] = frozenset()) -> RequestView:
     """Read the HTTP attributes Envoy sends. Envoy lower-cases header names; `:path`
     carries the query string, which route matching does not look at."""
     attributes = check_request.attributes
@@ -26,7 +26,7 @@ def request_view(check_request: Any) -> RequestView:
             raise BadCheckRequest("too many headers")
         for entry in http.header_map.headers:
             name = entry.key.lower()
-            if name not in _USED:
+            if name not in _USED and name not in extra:
                 continue
             value = entry.value or entry.raw_value.decode("utf-8", "replace")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
@@ -35,7 +35,7 @@ def request_view(check_request: Any) -> RequestView:
         if len(source) > MAX_HEADERS:
             raise BadCheckRequest("too many headers")
         # Only the headers the pipeline reads are copied out of the protobuf map.
-        for name in _USED:
+        for name in (*_USED, *extra):
             value = source.get(name)
             if value is not None:
                 headers[name] = value
@@ -43,7 +43,7 @@ def request_view(check_request: Any) -> RequestView:
             headers = {}
             for name, value in source.items():
                 low = name.lower()
-                if low in _USED:
+                if low in _USED or low in extra:
                     headers[low] = f"{headers[low]},{value}" if low in headers else value
     path = http.path or headers.get(":path", "")
     path = path.split("?", 1)[0].split("#", 1)[0]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent import futures
 from typing import Any
@@ -24,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ext_authz.authorizer import Authorizer
 from ext_authz.decision import Decision, Deny
-from ext_authz.decision_log import DecisionObserver, log_decision
+from ext_authz.decision_log import DecisionObserver, decision_id, log_decision
 from ext_authz.envoy.request import BadCheckRequest, request_view
 from ext_authz.envoy.response import response_bytes, with_decision_id
 from ext_authz.errors import DenialReason
@@ -64,7 +63,7 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         response: bytes | None = None
         miss: Miss | None = None
         try:
-            view = request_view(request)
+            view = request_view(request, self._authorizer.token_headers())
             request_id = view.request_id
             tracer = self._tracer
             found = self._memo.get(view) if self._memo is not None else None
@@ -85,18 +84,18 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
         except Exception:
             log.exception("could not read the check request; denying")
             decision = Deny(DenialReason.INTERNAL_ERROR, self._realm)
-        decision_id = request_id or uuid.uuid4().hex
+        logged_id = decision_id(request_id)
         seconds = time.perf_counter() - started
         for observe in self._observers:
             try:
-                observe(decision, decision_id, seconds)
+                observe(decision, logged_id, seconds)
             except Exception:
                 log.exception("decision observer failed")
         if response is None:
             response = response_bytes(decision)
             if miss is not None and self._memo is not None:
                 self._memo.put(miss, decision, response)
-        return with_decision_id(response, decision_id)
+        return with_decision_id(response, logged_id)
 
     def method_handlers(self) -> grpc.GenericRpcHandler:
         """Envoy's Authorization service, answering with the bytes `answer` builds."""
@@ -139,6 +138,8 @@ def build_server(
     for service in ("", AUTHORIZATION_SERVICE):
         health_servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if listen == "off":  # the HTTP door alone serves checks
+        return server, health_servicer, 0
     if credentials is None:
         port = server.add_insecure_port(listen)
     else:

@@ -42,6 +42,7 @@ from ext_authz.policy.schema import (
     PolicyModel,
     RouteModel,
 )
+from ext_authz.policy.token_from import route_token_sources, token_header_names, token_sources
 from ext_authz.policy.yaml_source import FieldPath, YamlDocument, YamlSyntaxError, load_yaml
 from ext_authz.tokens.decrypt import DecryptionConfig
 
@@ -183,6 +184,7 @@ class _Compiler:
             route = self._route(index, route_model, model.issuers.keys())
             if route is not None:
                 routes.append(route)
+        routes = route_token_sources(routes, issuers)
         identity_headers = frozenset(m.header for r in routes for m in r.headers) | {
             r.dry_run_header for r in routes if r.dry_run
         }
@@ -197,6 +199,7 @@ class _Compiler:
             decryption=decryption,
             source=source,
             referenced_files=tuple(self.files),
+            token_headers=token_header_names(routes),
         )
 
     # issuers ---------------------------------------------------------------
@@ -245,6 +248,7 @@ class _Compiler:
             keys=settings,
             require_encryption=model.require_encryption,
             unsigned_encrypted_keys=frozenset(model.unsigned_encrypted_keys),
+            token_sources=token_sources(model.token_from),
         )
 
     def _key_source(self, base: FieldPath, model: IssuerModel, kind: str) -> KeySource | None:
@@ -444,6 +448,7 @@ class _Compiler:
             dry_run=model.mode == "dry_run",
             dry_run_header=model.dry_run_header,
             log_subject=model.log_subject,
+            token_sources=token_sources(model.token_from),
         )
 
     def _match(self, where: FieldPath, model: MatchModel) -> RouteMatch | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ext_authz.keys.jwks import KeySet
+from ext_authz.tokens.credentials import TokenSources
 from ext_authz.tokens.decrypt import DecryptionConfig
 
 ClaimPath = tuple[str, ...]
@@ -64,6 +65,7 @@ class IssuerPolicy:
     # kids of symmetric decryption keys shared with this issuer alone: a JWE decrypted
     # with one of them may carry bare (unsigned) claims of this issuer
     unsigned_encrypted_keys: frozenset[str] = frozenset()
+    token_sources: TokenSources | None = None  # None: Authorization: Bearer
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ class Route:
     dry_run: bool = False
     dry_run_header: str = "x-ext-authz-dry-run"
     log_subject: bool = False
+    token_sources: TokenSources | None = None  # None: Authorization: Bearer
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class Policy:
     decryption: DecryptionConfig | None
     source: Path | None
     referenced_files: tuple[Path, ...]
+    token_headers: frozenset[str] = frozenset()  # headers any route reads a token from
 
     @property
     def remote_issuers(self) -> tuple[IssuerPolicy, ...]:

@@ -10,7 +10,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
 
@@ -119,6 +127,26 @@ class KeysOverrideModel(_Strict):
     max_jwks_bytes: Annotated[int, Field(gt=0, le=4 * 1024 * 1024)] | None = None
 
 
+class TokenHeaderModel(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+    prefix: str = ""
+
+
+class TokenFromModel(_Strict):
+    """Where to read the token instead of `Authorization: Bearer` (never the query)."""
+
+    headers: list[TokenHeaderModel] = Field(default_factory=list)
+    cookies: list[Annotated[str, Field(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]] = Field(
+        default_factory=list
+    )
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> TokenFromModel:
+        if not self.headers and not self.cookies:
+            raise ValueError("name at least one header or cookie")
+        return self
+
+
 class IssuerModel(_Strict):
     issuer: NonEmptyStr
     audiences: list[NonEmptyStr] | None = None
@@ -131,6 +159,7 @@ class IssuerModel(_Strict):
     keys: KeysOverrideModel | None = None
     require_encryption: bool = False
     unsigned_encrypted_keys: list[NonEmptyStr] = Field(default_factory=list)
+    token_from: TokenFromModel | None = None
 
     @field_validator("audiences", "algorithms")
     @classmethod
@@ -230,6 +259,7 @@ class RouteModel(_Strict):
         "x-ext-authz-dry-run"
     )
     log_subject: bool = False
+    token_from: TokenFromModel | None = None
 
     @field_validator("headers")
     @classmethod
