@@ -243,7 +243,13 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
             tracer=tracer,
         )
         http_door = start_http_door(
-            options.http_listen, holder, clock, cache, observers, reuse_port=options.reuse_port
+            options.http_listen,
+            holder,
+            clock,
+            cache,
+            observers,
+            reuse_port=options.reuse_port,
+            tracer=tracer,
         )
         if metrics is not None and options.metrics_listen is not None:
             metrics.watch_runtime(holder.statuses, cache, memo=memo)

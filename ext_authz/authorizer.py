@@ -17,17 +17,18 @@ from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.jwks import VerificationKey
 from ext_authz.keys.store import KeyProvider
+from ext_authz.pipeline_trace import Phase, Step, Trace, route_conditions
 from ext_authz.policy.claim_headers import UnsafeClaim, claim_headers
-from ext_authz.policy.model import Access, IssuerPolicy, Policy, Route
+from ext_authz.policy.model import Access, IssuerPolicy, Policy, Requirement, Route
 from ext_authz.policy.routes import select_route
 from ext_authz.policy.rules import enforce
 from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedToken, VerifiedTokenCache
-from ext_authz.tokens.claims import check_registered_claims
+from ext_authz.tokens.claims import check_registered_claims, check_token_type
 from ext_authz.tokens.credentials import find_token
 from ext_authz.tokens.decrypt import Decrypted, decrypt_token
 from ext_authz.tokens.format import SignedToken, decode_json_object, parse_signed, segment_count
-from ext_authz.tokens.verify import select_key, verify_signature
+from ext_authz.tokens.verify import select_key, verify_jws
 from ext_authz.tracing import phase
 
 log = logging.getLogger("ext_authz.authorizer")
@@ -94,27 +95,38 @@ class Authorizer:
         """Headers the current policy may read a token from, besides Authorization."""
         return self._runtime().policy.token_headers
 
-    def check(self, request: RequestView) -> Decision:
-        """Decide. Never raises: an unexpected error is a logged deny."""
+    def check(self, request: RequestView, trace: Trace | None = None) -> Decision:
+        """Decide. Never raises: an unexpected error is a logged deny. With a `trace`,
+        each phase also reports what it found there (see `ext_authz.pipeline_trace`)."""
         runtime = self._runtime()
         try:
-            return self._decide(runtime, request)
+            return self._decide(runtime, request, trace)
         except Exception:
             log.exception("internal error while deciding; denying")
+            if trace is not None:
+                trace.failed(Denied(DenialReason.INTERNAL_ERROR))
             return Deny(DenialReason.INTERNAL_ERROR, runtime.policy.realm)
 
-    def _decide(self, runtime: Runtime, request: RequestView) -> Decision:
+    def _decide(self, runtime: Runtime, request: RequestView, trace: Trace | None) -> Decision:
         policy = runtime.policy
         route = select_route(policy.routes, request)
+        if trace is not None:
+            _trace_route(trace, policy, route, request)
         if route is None:
             return Deny(DenialReason.NO_ROUTE, policy.realm)
         if route.access is Access.DENY:
             decision: Decision = Deny(DenialReason.ROUTE_DENY, policy.realm, route=route.name)
+            if trace is not None:
+                trace.failed(Denied(DenialReason.ROUTE_DENY, "the route denies"), Phase.ACCESS)
         elif route.access is Access.ANONYMOUS:
             decision = Allow(route.name, remove=tuple(sorted(policy.identity_headers)))
+            if trace is not None:
+                trace.held(Phase.ACCESS, "anonymous", _removed(decision.remove))
         else:
-            decision = self._require(runtime, route, request)
+            decision = self._require(runtime, route, request, trace)
         if route.dry_run and isinstance(decision, Deny):
+            if trace is not None:
+                trace.held(Phase.DRY_RUN, f"let through, header {route.dry_run_header}")
             return self._dry_run(policy, route, decision)
         return decision
 
@@ -132,22 +144,36 @@ class Authorizer:
             log_subject=route.log_subject,
         )
 
-    def _require(self, runtime: Runtime, route: Route, request: RequestView) -> Decision:
+    def _require(
+        self, runtime: Runtime, route: Route, request: RequestView, trace: Trace | None
+    ) -> Decision:
         policy = runtime.policy
         requirement = route.requirement
         assert requirement is not None
         identity: Identity | None = None
         try:
+            if trace is not None:
+                trace.phase = Phase.CREDENTIAL
             token = find_token(request.headers, route.token_sources)
             if token is None:
-                raise Denied(DenialReason.TOKEN_MISSING)
-            identity = self.authenticate(policy, token, runtime.keys)
+                raise Denied(DenialReason.TOKEN_MISSING, "no Authorization header")
+            if trace is not None:
+                size = f"bearer token, {len(token)} bytes, {segment_count(token)} segments"
+                trace.held(Phase.CREDENTIAL, size)
+            identity = self.authenticate(policy, token, runtime.keys, trace)
+            if trace is not None:
+                trace.phase = Phase.RULES
             enforce(requirement, identity.issuer.name, identity.claims, identity.encrypted)
+            if trace is not None:
+                trace.held(Phase.RULES, _requirement_text(requirement))
+                trace.phase = Phase.HEADERS
             plan = claim_headers(
                 route.headers, identity.claims, policy.identity_headers, route.unsafe_values
             )
         except UnsafeClaim as unsafe:
             assert identity is not None
+            if trace is not None:
+                trace.failed(Denied(DenialReason.CLAIM_VALUE_UNSAFE, str(unsafe)))
             return Deny(
                 DenialReason.CLAIM_VALUE_UNSAFE,
                 policy.realm,
@@ -158,6 +184,8 @@ class Authorizer:
                 log_subject=route.log_subject,
             )
         except Denied as denied:
+            if trace is not None:
+                trace.failed(denied)
             return Deny(
                 denied.reason,
                 policy.realm,
@@ -168,6 +196,8 @@ class Authorizer:
                 detail=denied.detail,
                 log_subject=route.log_subject,
             )
+        if trace is not None:
+            trace.held(Phase.HEADERS, "", _header_notes(plan.headers, plan.notes, plan.remove))
         return Allow(
             route.name,
             issuer=identity.issuer.name,
@@ -178,27 +208,46 @@ class Authorizer:
             log_subject=route.log_subject,
         )
 
-    def authenticate(self, policy: Policy, token: str, keys: KeyProvider) -> Identity:
+    def authenticate(
+        self, policy: Policy, token: str, keys: KeyProvider, trace: Trace | None = None
+    ) -> Identity:
         """Verify a bearer token (JWS, or JWE around a JWS) against the policy's issuers.
         Raises `Denied`."""
         cache = self._cache
         if cache is not None:
             hit = cache.get(token)
             if hit is not None and hit.policy is policy and self._still_valid(hit, keys):
-                return Identity(hit.issuer, hit.claims, hit.encrypted)
+                issuer = policy.issuers[hit.issuer.name]
+                if trace is not None:
+                    trace.held(Phase.CACHE, f"verified before, issuer {issuer.name}")
+                return Identity(issuer, hit.claims, hit.encrypted)
         encrypted = segment_count(token) == 5
         if encrypted:
+            if trace is not None:
+                trace.phase = Phase.DECRYPTION
             with phase("token.decrypt"):
                 decrypted = decrypt_token(token, policy.decryption)
+            if trace is not None:
+                trace.held(Phase.DECRYPTION, _decrypted_text(decrypted))
+                trace.phase = Phase.NESTED
             inner = decrypted.nested_token()
+            if trace is not None:
+                trace.held(Phase.NESTED, "a signed JWT" if inner else "bare claims")
             if inner is None:
-                identity, exp = self._unsigned_claims(policy, decrypted)
+                identity, exp = self._unsigned_claims(policy, decrypted, trace)
                 key = None
             else:
-                identity, key, exp = self._verify_signed(policy, inner, keys, encrypted=True)
+                identity, key, exp = self._verify_signed(policy, inner, keys, trace, encrypted=True)
+            if trace is not None:
+                trace.phase = Phase.REPLICATED
+            decrypted.check_replicated(identity.claims)
+            if trace is not None and decrypted.replicated:
+                trace.held(Phase.REPLICATED, "equal: " + ", ".join(decrypted.replicated))
         else:
-            identity, key, exp = self._verify_signed(policy, token, keys, encrypted=False)
+            identity, key, exp = self._verify_signed(policy, token, keys, trace, encrypted=False)
             if identity.issuer.require_encryption:
+                if trace is not None:
+                    trace.phase = Phase.ENCRYPTION
                 raise Denied(DenialReason.ENCRYPTION_REQUIRED, "issuer requires encrypted tokens")
         if cache is not None:
             cache.put(
@@ -222,32 +271,77 @@ class Authorizer:
         return current is not None and current.holds(hit.key)
 
     def _verify_signed(
-        self, policy: Policy, token: str, keys: KeyProvider, *, encrypted: bool
+        self,
+        policy: Policy,
+        token: str,
+        keys: KeyProvider,
+        trace: Trace | None,
+        *,
+        encrypted: bool,
     ) -> tuple[Identity, VerificationKey, float]:
+        if trace is not None:
+            trace.phase = Phase.TOKEN
         signed = parse_signed(token)
-        issuer = self._issuer_of(policy, signed.claims)
-        if signed.alg not in issuer.algorithms:
-            raise Denied(DenialReason.ALGORITHM_NOT_ALLOWED, f"alg {signed.alg}")
-        exp = check_registered_claims(signed.claims, issuer, self._clock.now())
-        key = self._key_for(issuer, signed, keys)
-        verify_signature(signed, key)
+        if trace is not None:
+            trace.held(Phase.TOKEN, f"JWS, alg {signed.alg}, kid {signed.kid or '(none)'}")
+        issuer = self._issuer_of(policy, signed.claims, trace)
+        exp = self._check_claims(signed.header, signed.claims, issuer, trace)
+        if trace is not None:
+            trace.phase = Phase.SIGNATURE
+        key = verify_jws(signed, issuer.algorithms, lambda s: self._key_for(issuer, s, keys))
+        if trace is not None:
+            status = keys.current(issuer.name).status.value
+            trace.held(Phase.SIGNATURE, f"{_key_text(signed.alg, key)}; keys {status}")
         return Identity(issuer, signed.claims, encrypted), key, exp
 
-    def _unsigned_claims(self, policy: Policy, decrypted: Decrypted) -> tuple[Identity, float]:
+    def _unsigned_claims(
+        self, policy: Policy, decrypted: Decrypted, trace: Trace | None
+    ) -> tuple[Identity, float]:
         """Bare claims inside a JWE: accepted only from the issuer that alone shares the
         symmetric key the token was encrypted with."""
+        if trace is not None:
+            trace.phase = Phase.TOKEN
         claims = decode_json_object(
             decrypted.plaintext, DenialReason.TOKEN_PAYLOAD_INVALID, "plaintext"
         )
-        issuer = self._issuer_of(policy, claims)
+        issuer = self._issuer_of(policy, claims, trace)
         kid = decrypted.key.kid
         if not decrypted.key.symmetric or kid is None or kid not in issuer.unsigned_encrypted_keys:
+            if trace is not None:
+                trace.phase = Phase.SIGNATURE
             raise Denied(DenialReason.UNSIGNED_ENCRYPTED_CLAIMS, "encrypted claims are not signed")
-        exp = check_registered_claims(claims, issuer, self._clock.now())
+        if trace is not None:
+            trace.held(Phase.SIGNATURE, f"none: the issuer's own shared key {kid}")
+        exp = self._check_claims(decrypted.header, claims, issuer, trace)
         return Identity(issuer, claims, True), exp
 
+    def _check_claims(
+        self,
+        header: Mapping[str, Any],
+        claims: Mapping[str, Any],
+        issuer: IssuerPolicy,
+        trace: Trace | None,
+    ) -> float:
+        """The token type, then the registered claims; returns `exp`."""
+        if trace is not None:
+            trace.phase = Phase.TOKEN_TYPE
+        check_token_type(header, issuer.token_types)
+        if trace is not None:
+            if issuer.token_types is not None:
+                trace.held(Phase.TOKEN_TYPE, "typ " + ", ".join(sorted(issuer.token_types)))
+            trace.phase = Phase.CLAIMS
+        now = self._clock.now()
+        exp = check_registered_claims(claims, issuer, now)
+        if trace is not None:
+            trace.held(Phase.CLAIMS, _claims_text(claims, issuer, exp, now))
+        return exp
+
     @staticmethod
-    def _issuer_of(policy: Policy, claims: Mapping[str, Any]) -> IssuerPolicy:
+    def _issuer_of(
+        policy: Policy, claims: Mapping[str, Any], trace: Trace | None = None
+    ) -> IssuerPolicy:
+        if trace is not None:
+            trace.phase = Phase.ISSUER
         iss = claims.get("iss")
         if iss is None:
             raise Denied(DenialReason.ISSUER_MISSING)
@@ -255,7 +349,9 @@ class Authorizer:
             raise Denied(DenialReason.CLAIM_TYPE_INVALID, "'iss' is not a string")
         issuer = policy.issuers_by_iss.get(iss)
         if issuer is None:
-            raise Denied(DenialReason.ISSUER_UNKNOWN)
+            raise Denied(DenialReason.ISSUER_UNKNOWN, "iss is not a configured issuer")
+        if trace is not None:
+            trace.held(Phase.ISSUER, issuer.name)
         return issuer
 
     @staticmethod
@@ -278,3 +374,66 @@ class Authorizer:
         if first_miss is not None:
             raise first_miss
         raise Denied(DenialReason.KEYS_UNAVAILABLE, f"issuer '{issuer.name}' has no keys")
+
+
+# what a traced check reports (only built when a trace is asked for) ------------------
+
+
+def _trace_route(trace: Trace, policy: Policy, chosen: Route | None, request: RequestView) -> None:
+    notes: list[str] = []
+    for route in policy.routes:
+        checks = route_conditions(route.match, request)
+        if route is chosen:
+            held = "; ".join(text for text, _ in checks) or "matches everything"
+            notes.append(f"{route.name}: MATCH ({held})")
+            trace.held(Phase.ROUTE, route.name, tuple(notes))
+            return
+        failed = "; ".join(text for text, ok in checks if not ok)
+        notes.append(f"{route.name}: no ({failed})")
+    trace.steps.append(
+        Step(Phase.ROUTE, False, "no route matches", DenialReason.NO_ROUTE, tuple(notes))
+    )
+
+
+def _removed(remove: tuple[str, ...]) -> tuple[str, ...]:
+    return (f"remove headers: {', '.join(remove)}",) if remove else ()
+
+
+def _requirement_text(requirement: Requirement) -> str:
+    parts = [f"issuers {', '.join(sorted(requirement.issuers))}"]
+    if requirement.encrypted:
+        parts.append("encrypted")
+    if requirement.scopes:
+        parts.append(f"scopes {' '.join(requirement.scopes)}")
+    for rule in requirement.claims:
+        parts.append(f"claim {rule.name}")
+    return "; ".join(parts) + ": all hold"
+
+
+def _header_notes(
+    headers: tuple[tuple[str, str], ...], notes: tuple[str, ...], remove: tuple[str, ...]
+) -> tuple[str, ...]:
+    lines = [f"set header {name}: <{len(value)} chars>" for name, value in headers]
+    lines += [f"left out: {note}" for note in notes]
+    return (*lines, *_removed(remove))
+
+
+def _decrypted_text(decrypted: Decrypted) -> str:
+    header = decrypted.header
+    kid = decrypted.key.kid or "(no kid)"
+    return f"alg {header.get('alg')}, enc {header.get('enc')}, key {kid}"
+
+
+def _claims_text(claims: Mapping[str, Any], issuer: IssuerPolicy, exp: float, now: float) -> str:
+    parts = [f"exp in {int(exp - now)}s (leeway {int(issuer.leeway)}s)"]
+    parts += [f"{name} ok" if name in claims else f"{name} absent" for name in ("nbf", "iat")]
+    if issuer.audiences is None:
+        parts.append("aud not checked")
+    else:
+        parts.append(f"aud ok (accepted: {', '.join(sorted(issuer.audiences))})")
+    return "; ".join(parts)
+
+
+def _key_text(alg: str, key: VerificationKey) -> str:
+    curve = f" {key.curve}" if key.curve else ""
+    return f"valid, alg {alg}, key {key.kid or '(no kid)'} ({key.kty}{curve})"

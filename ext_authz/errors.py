@@ -48,6 +48,8 @@ class DenialReason(enum.Enum):
     DECRYPTION_FAILED = "decryption_failed"
     NESTED_TOKEN_INVALID = "nested_token_invalid"
     UNSIGNED_ENCRYPTED_CLAIMS = "unsigned_encrypted_claims"
+    REPLICATED_CLAIM_MISMATCH = "replicated_claim_mismatch"
+    TOKEN_TYPE_NOT_ALLOWED = "token_type_not_allowed"
     ENCRYPTION_REQUIRED = "encryption_required"
     ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
     # issuer and keys

@@ -193,6 +193,11 @@ CASES: dict[str, Any] = {
     "exp_missing": Case(mint(CORP, drop=("exp",)), R.EXPIRATION_MISSING),
     "exp_numeric_string": Case(mint(CORP, exp=str(NOW + 600)), R.CLAIM_TYPE_INVALID),
     "not_yet_valid": Case(mint(CORP, nbf=NOW + 3600), R.TOKEN_NOT_YET_VALID),
+    # an integer no float holds: a 401 before any signature check, never a 500
+    "exp_10_to_the_400": Case(mint(CORP, exp=10**400), R.CLAIM_TYPE_INVALID),
+    "nbf_10_to_the_400": Case(mint(CORP, nbf=10**400), R.CLAIM_TYPE_INVALID),
+    "iat_10_to_the_400": Case(mint(CORP, iat=10**400), R.CLAIM_TYPE_INVALID),
+    "exp_10_to_the_400_forged": Case(mint(CORP, key=ROGUE_RSA, exp=10**400), R.CLAIM_TYPE_INVALID),
     "issued_in_future": Case(mint(CORP, iat=NOW + 3600), R.TOKEN_ISSUED_IN_FUTURE),
     "wrong_audience": Case(mint(CORP, aud="billing-api"), R.AUDIENCE_MISMATCH),
     "audience_substring": Case(mint(CORP, aud="orders"), R.AUDIENCE_MISMATCH),
@@ -409,3 +414,63 @@ def test_pyjwt_is_independent_of_the_server_library() -> None:
         options={"verify_exp": False, "verify_iat": False, "verify_nbf": False},
     )
     assert claims["sub"] == "user-of-corp"
+
+
+# an issuer that names its token types (RFC 9068) ----------------------------------
+
+
+def _typed_policy(tmp_path: Path, typ: str) -> Policy:
+    from tests.support.tokens import policy_yaml
+
+    text = policy_yaml(CORP, PARTNER).replace(
+        f"    issuer: {CORP.iss!r}".replace("'", '"'),
+        f'    issuer: "{CORP.iss}"\n    typ: {typ}',
+    )
+    assert "typ:" in text
+    return compile_policy_text(text, label="policy.yaml", base_dir=tmp_path)
+
+
+TYPED: dict[str, tuple[dict[str, Any], DenialReason | None]] = {
+    "at_jwt": ({"typ": "at+jwt"}, None),
+    "application_at_jwt": ({"typ": "application/at+jwt"}, None),
+    "upper_case": ({"typ": "AT+JWT"}, None),
+    "mixed_case_with_prefix": ({"typ": "Application/At+JWT"}, None),
+    "id_token_jwt": ({"typ": "JWT"}, R.TOKEN_TYPE_NOT_ALLOWED),
+    "logout_token": ({"typ": "logout+jwt"}, R.TOKEN_TYPE_NOT_ALLOWED),
+    "no_typ": ({}, R.TOKEN_TYPE_NOT_ALLOWED),
+    "typ_not_a_string": ({"typ": ["at+jwt"]}, R.TOKEN_TYPE_NOT_ALLOWED),
+    "other_prefix": ({"typ": "text/at+jwt"}, R.TOKEN_TYPE_NOT_ALLOWED),
+}
+
+
+@pytest.mark.parametrize("name", list(TYPED))
+def test_issuer_token_types(name: str, tmp_path: Path) -> None:
+    policy = _typed_policy(tmp_path, "[at+jwt]")
+    assert policy.issuers["corp"].token_types == frozenset({"application/at+jwt"})
+    authorizer = Authorizer(lambda: policy, keys_of(policy), FixedClock(NOW))
+    header, expect = TYPED[name]
+    decision = authorizer.check(request(token=mint(CORP, headers=header)))
+    if expect is None:
+        assert isinstance(decision, Allow), decision
+    else:
+        assert isinstance(decision, Deny) and decision.reason is expect, decision
+    # an issuer without `typ` takes any type
+    assert isinstance(authorizer.check(request(token=mint(PARTNER, headers=header))), Allow)
+
+
+def test_token_types_written_with_the_prefix_and_in_upper_case(tmp_path: Path) -> None:
+    policy = _typed_policy(tmp_path, "[Application/AT+JWT, jwt]")
+    assert policy.issuers["corp"].token_types == frozenset(
+        {"application/at+jwt", "application/jwt"}
+    )
+
+
+@pytest.mark.parametrize("typ", ["[]", '["at jwt"]', "at+jwt", "[7]"])
+def test_token_types_refused_at_load(typ: str, tmp_path: Path) -> None:
+    from ext_authz.policy.loader import PolicyError
+
+    with pytest.raises(PolicyError) as caught:
+        _typed_policy(tmp_path, typ)
+    assert any(p.field.endswith("typ") or ".typ" in p.field for p in caught.value.problems), (
+        caught.value.problems
+    )

@@ -9,15 +9,10 @@ from typing import Any
 import pytest
 
 from ext_authz.errors import DenialReason, Denied
+from ext_authz.policy.claims import MISSING, json_equal, lookup, scopes_of
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import IssuerPolicy, Policy
-from ext_authz.tokens.claims import (
-    MISSING,
-    check_registered_claims,
-    json_equal,
-    lookup,
-    scopes_of,
-)
+from ext_authz.tokens.claims import check_registered_claims
 
 NOW = 1_700_000_000.0
 LEEWAY = 60.0
@@ -78,6 +73,10 @@ REGISTERED: dict[str, tuple[Mapping[str, Any], DenialReason | None]] = {
     "exp-infinite": (claims(exp=float("inf")), DenialReason.CLAIM_TYPE_INVALID),
     "exp-nan": (claims(exp=float("nan")), DenialReason.CLAIM_TYPE_INVALID),
     "exp-list": (claims(exp=[NOW + HOUR]), DenialReason.CLAIM_TYPE_INVALID),
+    "exp-integer-beyond-float": (claims(exp=10**400), DenialReason.CLAIM_TYPE_INVALID),
+    "exp-negative-integer-beyond-float": (claims(exp=-(10**400)), DenialReason.CLAIM_TYPE_INVALID),
+    "nbf-integer-beyond-float": (claims(nbf=10**400), DenialReason.CLAIM_TYPE_INVALID),
+    "iat-integer-beyond-float": (claims(iat=10**400), DenialReason.CLAIM_TYPE_INVALID),
     "expired-past-leeway": (claims(exp=NOW - LEEWAY - 1), DenialReason.TOKEN_EXPIRED),
     "expired-exactly-at-leeway": (claims(exp=NOW - LEEWAY), DenialReason.TOKEN_EXPIRED),
     "expired-within-leeway": (claims(exp=NOW - LEEWAY + 1), None),

@@ -10,8 +10,9 @@ decryption JWKS would be. Outcomes:
   listed exception that starts to decrypt fails, and so does any unlisted vector whose
   outcome changes. Anything other than `Denied` escaping `decrypt_token` fails too.
 
-The data and its known problems are described in `wycheproof/SOURCE.md` and
-`rfc7520/SOURCE.md` next to the files.
+The data (copied into `tests/data/conformance`, with its licences) and its known
+problems are described in `wycheproof/SOURCE.md` and `rfc7520/SOURCE.md` next to the
+files. A missing file skips the suite, or fails it when `CI` is set.
 """
 
 from __future__ import annotations
@@ -31,13 +32,12 @@ from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.decryption_keys import DecryptionKeyError, parse_decryption_jwks
 from ext_authz.policy.schema import CONTENT_ENCRYPTIONS, KEY_MANAGEMENT_ALGORITHMS
 from ext_authz.tokens.decrypt import DecryptionConfig, decrypt_token
+from tests.support import conformance
 
 R = DenialReason
-CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
-WYCHEPROOF = CONFORMANCE / "wycheproof" / "json_web_encryption_test.json"
-WYCHEPROOF_SOURCE = CONFORMANCE / "wycheproof" / "SOURCE.md"
-RFC7520 = CONFORMANCE / "rfc7520"
-MISSING = "conformance data not found under {} (see /work/shared/conformance)"
+WYCHEPROOF = conformance.WYCHEPROOF / "json_web_encryption_test.json"
+WYCHEPROOF_SOURCE = conformance.WYCHEPROOF / "SOURCE.md"
+RFC7520 = conformance.RFC7520
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def wycheproof_vectors() -> list[Vector]:
 
 def _wycheproof_params() -> list[Any]:
     if not WYCHEPROOF.is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=MISSING.format(WYCHEPROOF)))]
+        return [pytest.param(None, id="absent")]
     return [pytest.param(v, id=v.id) for v in wycheproof_vectors()]
 
 
@@ -217,13 +217,15 @@ def check_wycheproof(vector: Vector, outcome: Outcome) -> str:
 
 
 @pytest.mark.parametrize("vector", _wycheproof_params())
-def test_wycheproof_vector(vector: Vector) -> None:
+def test_wycheproof_vector(vector: Vector | None) -> None:
+    if vector is None:
+        conformance.vectors_missing(WYCHEPROOF)
     check_wycheproof(vector, wycheproof_outcome(vector))
 
 
 def test_wycheproof_summary() -> None:
     if not WYCHEPROOF.is_file():
-        pytest.skip(MISSING.format(WYCHEPROOF))
+        conformance.vectors_missing(WYCHEPROOF)
     vectors = wycheproof_vectors()
     by_id = {v.tc_id: v for v in vectors}
     assert len(by_id) == len(vectors), "tcIds repeat"
@@ -238,7 +240,7 @@ def test_wycheproof_summary() -> None:
 def test_wycheproof_file_is_the_documented_snapshot() -> None:
     """The outcomes above are for the snapshot whose sha256 SOURCE.md records."""
     if not WYCHEPROOF.is_file() or not WYCHEPROOF_SOURCE.is_file():
-        pytest.skip(MISSING.format(WYCHEPROOF))
+        conformance.vectors_missing(WYCHEPROOF)
     pattern = rf"\b([0-9a-f]{{64}})\s+{re.escape(WYCHEPROOF.name)}"
     recorded = re.search(pattern, WYCHEPROOF_SOURCE.read_text(encoding="utf-8"))
     assert recorded is not None
@@ -314,7 +316,7 @@ def rfc7520_examples() -> list[Example]:
 
 def _rfc7520_params() -> list[Any]:
     if not (RFC7520 / "jwe").is_dir():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=MISSING.format(RFC7520)))]
+        return [pytest.param(None, id="absent")]
     return [pytest.param(e, id=e.name) for e in rfc7520_examples()]
 
 
@@ -330,13 +332,15 @@ def check_rfc7520(example: Example, outcome: Outcome) -> str:
 
 
 @pytest.mark.parametrize("example", _rfc7520_params())
-def test_rfc7520_example(example: Example) -> None:
+def test_rfc7520_example(example: Example | None) -> None:
+    if example is None:
+        conformance.vectors_missing(RFC7520)
     check_rfc7520(example, decrypt(example.keys, example.token))
 
 
 def test_rfc7520_summary() -> None:
     if not (RFC7520 / "jwe").is_dir():
-        pytest.skip(MISSING.format(RFC7520))
+        conformance.vectors_missing(RFC7520)
     examples = rfc7520_examples()
     names = [e.name for e in examples]
     assert len(set(names)) == len(names)
@@ -347,3 +351,26 @@ def test_rfc7520_summary() -> None:
         counts[check_rfc7520(example, decrypt(example.keys, example.token))] += 1
     print(f"RFC 7520 JWE: {counts}")
     assert counts == RFC7520_EXPECTED
+
+
+# the data travels with the repository ----------------------------------------------
+
+
+def test_vectors_are_in_the_repository() -> None:
+    """The suites read the copies under tests/data, present in every clone."""
+    root = Path(__file__).resolve().parent / "data" / "conformance"
+    assert root == conformance.CONFORMANCE
+    for where in (conformance.WYCHEPROOF, conformance.RFC7520):
+        assert (where / "LICENSE").is_file() and (where / "SOURCE.md").is_file(), where
+    assert WYCHEPROOF.is_file() and (RFC7520 / "jwe").is_dir()
+
+
+def test_missing_vectors_fail_in_ci_and_skip_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="conformance vectors not found"):
+        conformance.vectors_missing(tmp_path)
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        conformance.vectors_missing(tmp_path)

@@ -35,9 +35,9 @@ from ext_authz.policy.claim_headers import (
     claim_headers,
     render,
 )
+from ext_authz.policy.claims import MISSING, lookup
 from ext_authz.policy.model import HeaderMapping, UnsafeValues
 from ext_authz.request import RequestView
-from ext_authz.tokens.claims import MISSING, lookup
 from ext_authz.tokens.credentials import MAX_AUTHORIZATION_BYTES, bearer_token
 from ext_authz.tokens.format import (
     MAX_HEADER_BYTES,

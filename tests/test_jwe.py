@@ -11,16 +11,18 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import pytest
 from jwcrypto import jwk
 
+from ext_authz import algorithms
 from ext_authz.authorizer import Authorizer
 from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.envoy.response import check_response
 from ext_authz.errors import DenialReason, Denied
+from ext_authz.explain import explain
 from ext_authz.keys.decryption_keys import DecryptionKeyError, parse_decryption_jwks
 from ext_authz.keys.store import StaticKeys
 from ext_authz.policy import schema
@@ -74,6 +76,7 @@ from tests.support.jwe_tokens import (
     write_decryption_jwks,
 )
 from tests.support.tokens import (
+    AUDIENCE,
     CORP,
     EDGE,
     NOW,
@@ -183,6 +186,15 @@ def policy(tmp_path_factory: pytest.TempPathFactory) -> Policy:
 @pytest.fixture(scope="module")
 def authorizer(policy: Policy) -> Authorizer:
     return authorizer_for(policy)
+
+
+def test_the_schema_names_the_rows_of_the_algorithm_registry() -> None:
+    """One table (`ext_authz.algorithms`); the schema's `Literal`s must list its rows."""
+    assert get_args(schema.SignatureAlgorithm) == algorithms.SIGNATURE_ALGORITHMS
+    assert get_args(schema.KeyManagementAlgorithm) == algorithms.KEY_MANAGEMENT_ALGORITHMS
+    assert get_args(schema.ContentEncryption) == algorithms.CONTENT_ENCRYPTIONS
+    for enc, cek in CEK_BYTES.items():
+        assert algorithms.CONTENT_ENCRYPTION[enc].cek_bytes == cek
 
 
 def test_the_tests_cover_every_supported_algorithm() -> None:
@@ -502,6 +514,105 @@ def test_json_serialization_is_refused_by_the_decryptor_too(policy: Policy) -> N
     with pytest.raises(Denied) as caught:
         decrypt_token(json_serialization(_nested()), policy.decryption)
     assert caught.value.reason is R.TOKEN_MALFORMED
+
+
+# as certified OpenID providers mint them: claims replicated in the header ---------
+
+PROVIDER_PAIRS = (
+    ("RSA-OAEP-256", "A256GCM", RSA_ENC),
+    ("RSA-OAEP", "A128CBC-HS256", RSA_ENC),
+    ("ECDH-ES", "A256GCM", EC_P256),
+    ("ECDH-ES+A256KW", "A256CBC-HS512", X25519_ENC),
+    ("A256KW", "A256GCM", KW256),
+    ("dir", "A256GCM", DIR256),
+)
+
+
+def _replicated(claims: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {name: claims[name] for name in names}
+
+
+def _provider_token(
+    alg: str = "RSA-OAEP-256",
+    enc: str = "A256GCM",
+    key: DecryptionTestKey = RSA_ENC,
+    *,
+    header: dict[str, Any] | None = None,
+    **claims: Any,
+) -> str:
+    """An access token as such a provider mints it: an `at+jwt` JWS, encrypted, with
+    `iss`, `aud` and `sub` replicated in the JWE header and `cty: at+jwt`."""
+    inner = mint(CORP, headers={"typ": "at+jwt"}, **claims)
+    payload = good_claims(CORP) | claims
+    replicated = _replicated(payload, "iss", "aud", "sub") | (header or {})
+    return encrypt_nested(inner, key.public_jwk(), alg, enc, cty="at+jwt", extra_header=replicated)
+
+
+@pytest.mark.parametrize(
+    ("alg", "enc", "key"), PROVIDER_PAIRS, ids=[f"{a}-{e}" for a, e, _ in PROVIDER_PAIRS]
+)
+def test_replicated_claims_in_the_jwe_header_are_accepted(
+    alg: str, enc: str, key: DecryptionTestKey, authorizer: Authorizer
+) -> None:
+    token = _provider_token(alg, enc, key)
+    assert {"iss", "aud", "sub", "cty"} <= header_of(token).keys()
+    expect_allow(authorizer.check(request(token)), CORP)
+
+
+def test_every_registered_claim_may_be_replicated(authorizer: Authorizer) -> None:
+    claims = good_claims(CORP) | {"jti": "a1b2", "aud": [AUDIENCE, "other-api"]}
+    replicated = _replicated(claims, "iss", "sub", "aud", "exp", "nbf", "iat", "jti")
+    token = _provider_token(header=replicated, jti="a1b2", aud=[AUDIENCE, "other-api"])
+    expect_allow(authorizer.check(request(token)), CORP)
+
+
+def test_replicated_claims_on_bare_encrypted_claims(authorizer: Authorizer) -> None:
+    claims = good_claims(CORP)
+    header = _replicated(claims, "iss", "aud")
+    token = encrypt_claims(
+        claims, SHARED_CORP.public_jwk(), "A256KW", "A256GCM", extra_header=header
+    )
+    expect_allow(authorizer.check(request(token)), CORP)
+    lying = encrypt_claims(
+        claims,
+        SHARED_CORP.public_jwk(),
+        "A256KW",
+        "A256GCM",
+        extra_header={"iss": PARTNER.iss},
+    )
+    expect_deny(authorizer.check(request(lying)), R.REPLICATED_CLAIM_MISMATCH)
+
+
+REPLICATED_REFUSALS: dict[str, tuple[dict[str, Any], DenialReason]] = {
+    # the header says one thing, the signed claims another
+    "iss_differs": ({"iss": PARTNER.iss}, R.REPLICATED_CLAIM_MISMATCH),
+    "aud_differs": ({"aud": "billing-api"}, R.REPLICATED_CLAIM_MISMATCH),
+    "aud_list_vs_string": ({"aud": [AUDIENCE]}, R.REPLICATED_CLAIM_MISMATCH),
+    "sub_differs": ({"sub": "admin"}, R.REPLICATED_CLAIM_MISMATCH),
+    "exp_later_than_signed": ({"exp": NOW + 86400}, R.REPLICATED_CLAIM_MISMATCH),
+    "exp_true_for_1": ({"exp": True}, R.TOKEN_HEADER_INVALID),
+    "jti_absent_inside": ({"jti": "a1b2"}, R.REPLICATED_CLAIM_MISMATCH),
+    # not a claim and not a JWE header parameter: the header's own refusal
+    "unknown_member": ({"x-tenant": "t1"}, R.TOKEN_HEADER_INVALID),
+    "iss_not_a_string": ({"iss": 7}, R.TOKEN_HEADER_INVALID),
+    "aud_of_numbers": ({"aud": [1, 2]}, R.TOKEN_HEADER_INVALID),
+    "exp_a_string": ({"exp": "tomorrow"}, R.TOKEN_HEADER_INVALID),
+}
+
+
+@pytest.mark.parametrize("name", list(REPLICATED_REFUSALS))
+def test_replicated_claims_must_say_what_the_token_says(name: str, authorizer: Authorizer) -> None:
+    header, expect = REPLICATED_REFUSALS[name]
+    expect_deny(authorizer.check(request(_provider_token(header=header))), expect)
+
+
+def test_a_refused_header_is_not_a_decryption_failure(policy: Policy) -> None:
+    """The library's header refusal keeps its own reason: `decryption_failed` is only
+    for the cryptography."""
+    with pytest.raises(Denied) as caught:
+        decrypt_token(_provider_token(header={"x-tenant": "t1"}), policy.decryption)
+    assert caught.value.reason is R.TOKEN_HEADER_INVALID
+    assert "t1" not in caught.value.detail
 
 
 # the inner JWS: exactly the checks of a bare JWS --------------------------------
@@ -852,3 +963,76 @@ def test_the_named_keys_are_what_their_names_say() -> None:
         assert _oct_len(dir_key(enc)) == CEK_BYTES[enc]
     assert len({k.kid for k in POLICY_KEYS}) == len(POLICY_KEYS)
     assert all("d" not in k.public_jwk() for k in (RSA_ENC, *ECDH_KEYS))
+
+
+# an issuer that names its token types: the signed header decides -----------------
+
+
+def test_token_type_of_an_encrypted_token_is_the_signed_one(tmp_path: Path) -> None:
+    text = jwe_policy_yaml(
+        CORP,
+        decryption=decryption_yaml(keys=[RSA_ENC, SHARED_CORP]),
+        unsigned_keys={CORP.name: [SHARED_CORP.kid]},
+    ).replace(f'    issuer: "{CORP.iss}"', f'    issuer: "{CORP.iss}"\n    typ: [at+jwt]', 1)
+    authorizer = authorizer_for(compile_text(text, tmp_path))
+    assert authorizer.check(request(_provider_token())).__class__ is Allow
+    # anyone can encrypt to our public key: the JWE's own `typ` or `cty` proves nothing
+    id_token = encrypt_nested(
+        mint(CORP, headers={"typ": "JWT"}),
+        RSA_ENC.public_jwk(),
+        "RSA-OAEP-256",
+        "A256GCM",
+        cty="at+jwt",
+        extra_header={"typ": "at+jwt"},
+    )
+    expect_deny(authorizer.check(request(id_token)), R.TOKEN_TYPE_NOT_ALLOWED)
+    # bare claims under the issuer's own secret: the JWE header is the issuer's
+    claims = good_claims(CORP)
+    shared = SHARED_CORP.public_jwk()
+    typed = encrypt_claims(claims, shared, "A256KW", "A256GCM", extra_header={"typ": "at+jwt"})
+    expect_allow(authorizer.check(request(typed)), CORP)
+    untyped = encrypt_claims(claims, shared, "A256KW", "A256GCM")
+    expect_deny(authorizer.check(request(untyped)), R.TOKEN_TYPE_NOT_ALLOWED)
+
+
+# explain runs the same pipeline on encrypted tokens -------------------------------
+
+
+@pytest.mark.parametrize("name", list(REFUSALS))
+def test_explain_gives_the_servers_verdict_on_every_refusal(
+    name: str, policy: Policy, authorizer: Authorizer
+) -> None:
+    case = REFUSALS[name]
+    view = request(case.token, raw=case.raw_authorization)
+    keys = StaticKeys(
+        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
+    )
+    result = explain(policy, keys, view, FixedClock(NOW))
+    assert result.decision == authorizer.check(view)
+    failed = [line for line in result.text().splitlines() if ": FAILED " in line]
+    assert len(failed) == 1 and f"FAILED {case.expect.value}" in failed[0], result.text()
+
+
+def test_explain_shows_the_decryption_steps(policy: Policy) -> None:
+    keys = StaticKeys(
+        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
+    )
+    text = explain(policy, keys, request(_provider_token()), FixedClock(NOW)).text()
+    assert "decryption: alg RSA-OAEP-256, enc A256GCM, key enc-rsa-1" in text
+    assert "nested token: a signed JWT" in text
+    assert "replicated claims: equal: iss, sub, aud" in text
+    assert "FAILED" not in text
+
+
+def test_a_ciphertext_in_non_canonical_base64url_is_malformed(authorizer: Authorizer) -> None:
+    """Decoded once, by the library's strict decoder: still `token_malformed`, not a
+    decryption failure."""
+    token = _nested()
+    parts = token.split(".")
+    last = parts[3][-1]
+    assert len(parts[3]) % 4 in (2, 3)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    parts[3] = parts[3][:-1] + alphabet[alphabet.index(last) | 1]  # stray low bits
+    expect_deny(authorizer.check(request(".".join(parts))), R.TOKEN_MALFORMED)
+    parts[3] = parts[3][:-1] + "+"
+    expect_deny(authorizer.check(request(".".join(parts))), R.TOKEN_MALFORMED)

@@ -330,3 +330,45 @@ def test_a_collector_that_is_down_costs_spans_never_checks_or_a_slow_exit() -> N
         began = time.monotonic()
         tracing.stop_tracing(started)
         assert time.monotonic() - began < tracing.FLUSH_SECONDS + 3.0
+
+
+# --- the HTTP door -----------------------------------------------------------------
+
+
+def test_the_http_door_continues_the_callers_trace(
+    receiver: OtlpReceiver, tracer: tracing.CheckTracer
+) -> None:
+    from ext_authz.http.server import build_http_door
+
+    policy = compile_policy_text(policy_yaml(CORP), label="policy.yaml", base_dir=Path("."))
+    runtime = Runtime(policy, RecordingKeys.of(policy))
+    door, port = build_http_door(
+        "127.0.0.1:0", lambda: runtime, clock=FixedClock(NOW), observers=[], tracer=tracer
+    )
+    door.start()
+    trace_id, parent = _ids()
+    token = mint(CORP)
+    try:
+        answer = httpx.get(
+            f"http://127.0.0.1:{port}/forward-auth",
+            headers={
+                "x-forwarded-method": "GET",
+                "x-forwarded-proto": "https",
+                "x-forwarded-host": "api.test",
+                "x-forwarded-uri": "/api/orders",
+                "authorization": f"Bearer {token}",
+                "traceparent": f"00-{trace_id}-{parent}-01",
+            },
+            trust_env=False,
+            timeout=5,
+        )
+    finally:
+        door.stop(0)
+    assert answer.status_code == 200
+    tracing.stop_tracing(tracer)  # flushes
+    [span] = _checks(receiver.spans, trace_id)
+    assert span.parent_span_id == parent
+    assert span.kind == SERVER_KIND
+    assert span.attributes["ext_authz.result"] == "allow"
+    assert span.attributes["ext_authz.issuer"] == "corp"
+    _no_secrets(receiver.spans, token)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -37,6 +38,7 @@ from ext_authz.http.answer import decision_response, plain_response
 from ext_authz.http.view import BadHttpRequest, Endpoint, endpoint_of, request_view
 from ext_authz.keys.store import IssuerKeys, KeyProvider
 from ext_authz.tokens.cache import VerifiedTokenCache
+from ext_authz.tracing import CheckTracer
 
 log = logging.getLogger("ext_authz.http")
 
@@ -139,8 +141,10 @@ class HttpDoor:
         observers: Sequence[DecisionObserver] | None = None,
         limits: HttpLimits | None = None,
         workers: int = 2,
+        tracer: CheckTracer | None = None,
     ) -> None:
         self.checker = checker
+        self.tracer = tracer
         self.realm = realm
         self.observers = tuple(observers) if observers is not None else (log_decision,)
         self.limits = limits or HttpLimits()
@@ -419,17 +423,27 @@ class _Connection(asyncio.Protocol):
             self._write(decision_response(decision, envoy=envoy, close=close), close, head_only)
             return
         logged_id = decision_id(view.request_id)
-        now = self.door.checker.check_now(view)
-        if now is not None:
-            self.door.observe(now, logged_id, started)
-            self._write(decision_response(now, envoy=envoy, close=close), close, head_only)
-            return
-        # The check needs a key refetch: run it on a thread, keep later answers queued.
+        tracer = self.door.tracer
+        if tracer is None:
+            now = self.door.checker.check_now(view)
+            if now is not None:
+                self.door.observe(now, logged_id, started)
+                self._write(decision_response(now, envoy=envoy, close=close), close, head_only)
+                return
+        # The check needs a key refetch (or runs inside a span, whose child spans follow
+        # the thread): run it on a thread, keep later answers queued.
         self.busy = True
         self._pause()
-        waiting = self.door.loop.run_in_executor(
-            self.door.executor, self.door.checker.blocking.check, view
-        )
+        if tracer is None:
+            waiting = self.door.loop.run_in_executor(
+                self.door.executor, self.door.checker.blocking.check, view
+            )
+        else:
+            waiting = self.door.loop.run_in_executor(
+                self.door.executor,
+                functools.partial(tracer.check, self.door.checker.blocking.check, view),
+                request.headers,
+            )
 
         def finished(done: asyncio.Future[Decision]) -> None:
             self.busy = False
@@ -524,14 +538,17 @@ def build_http_door(
     workers: int = 2,
     limits: HttpLimits | None = None,
     reuse_port: bool = False,
+    tracer: CheckTracer | None = None,
 ) -> tuple[HttpDoor, int]:
-    """A bound (not yet started) HTTP door over the live runtime, and its port."""
+    """A bound (not yet started) HTTP door over the live runtime, and its port. With a
+    tracer, every check runs in a span continuing the request's trace headers."""
     door = HttpDoor(
-        Checker(runtime, clock, cache),
+        Checker(runtime if tracer is None else tracer.traced_runtime(runtime), clock, cache),
         realm=lambda: runtime().policy.realm,
         observers=observers,
         limits=limits,
         workers=workers,
+        tracer=tracer,
     )
     try:
         port = door.bind(listen, reuse_port)

@@ -17,8 +17,8 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
 
+from ext_authz.algorithms import KEY_MANAGEMENT_ALGORITHMS
 from ext_authz.keys.weak_rsa import has_close_primes, is_roca_modulus
-from ext_authz.policy.schema import KEY_MANAGEMENT_ALGORITHMS
 
 MIN_RSA_BITS = 2048
 MAX_DECRYPTION_KEYS = 20

@@ -17,9 +17,9 @@ from typing import Any
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey, RSAKey
 
+from ext_authz.algorithms import SIGNATURE_ALGORITHMS
 from ext_authz.keys.weak_ed25519 import is_small_order_ed25519
 from ext_authz.keys.weak_rsa import has_close_primes, is_roca_modulus
-from ext_authz.policy.schema import SIGNATURE_ALGORITHMS
 from ext_authz.strict_json import unique_members
 
 MIN_RSA_BITS = 2048

@@ -23,8 +23,8 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 from urllib.parse import quote
 
+from ext_authz.policy.claims import MISSING, lookup
 from ext_authz.policy.model import HeaderMapping, UnsafeValues
-from ext_authz.tokens.claims import MISSING, lookup
 
 MAX_HEADER_VALUE_BYTES = 8 * 1024
 INVALID_UNICODE = "claim is not valid Unicode"

@@ -249,6 +249,7 @@ class _Compiler:
             require_encryption=model.require_encryption,
             unsigned_encrypted_keys=frozenset(model.unsigned_encrypted_keys),
             token_sources=token_sources(model.token_from),
+            token_types=frozenset(model.typ) if model.typ is not None else None,
         )
 
     def _key_source(self, base: FieldPath, model: IssuerModel, kind: str) -> KeySource | None:

@@ -66,6 +66,8 @@ class IssuerPolicy:
     # with one of them may carry bare (unsigned) claims of this issuer
     unsigned_encrypted_keys: frozenset[str] = frozenset()
     token_sources: TokenSources | None = None  # None: Authorization: Bearer
+    # media types (`application/at+jwt`) a token's `typ` must name; None: any
+    token_types: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ext_authz.errors import DenialReason, Denied
+from ext_authz.policy.claims import MISSING, json_equal, lookup, scopes_of
 from ext_authz.policy.model import ClaimRule, Requirement
-from ext_authz.tokens.claims import MISSING, json_equal, lookup, scopes_of
 
 
 def enforce(

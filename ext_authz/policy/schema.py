@@ -8,7 +8,7 @@ cross-references. Unknown keys are errors, so a typo never silently weakens a ru
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -20,7 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from ext_authz import algorithms
 from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
+from ext_authz.tokens.claims import media_type
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -82,9 +84,10 @@ KeyManagementAlgorithm = Literal[
     "dir",
 ]
 ContentEncryption = Literal["A128GCM", "A256GCM", "A128CBC-HS256", "A256CBC-HS512"]
-SIGNATURE_ALGORITHMS: tuple[str, ...] = get_args(SignatureAlgorithm)
-KEY_MANAGEMENT_ALGORITHMS: tuple[str, ...] = get_args(KeyManagementAlgorithm)
-CONTENT_ENCRYPTIONS: tuple[str, ...] = get_args(ContentEncryption)
+# the names above are the rows of `ext_authz.algorithms` (a test holds them equal)
+SIGNATURE_ALGORITHMS = algorithms.SIGNATURE_ALGORITHMS
+KEY_MANAGEMENT_ALGORITHMS = algorithms.KEY_MANAGEMENT_ALGORITHMS
+CONTENT_ENCRYPTIONS = algorithms.CONTENT_ENCRYPTIONS
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
@@ -160,6 +163,18 @@ class IssuerModel(_Strict):
     require_encryption: bool = False
     unsigned_encrypted_keys: list[NonEmptyStr] = Field(default_factory=list)
     token_from: TokenFromModel | None = None
+    # the token types (JWS `typ`, e.g. at+jwt of RFC 9068) accepted; absent: any
+    typ: (
+        list[Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$&^_.+-]+(/[A-Za-z0-9!#$&^_.+-]+)?$")]]
+        | None
+    ) = None
+
+    @field_validator("typ")
+    @classmethod
+    def _media_types(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must list at least one token type when present")
+        return None if value is None else [media_type(typ) for typ in value]
 
     @field_validator("audiences", "algorithms")
     @classmethod

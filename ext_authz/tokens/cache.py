@@ -10,19 +10,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from cachetools import TLRUCache
 
 from ext_authz.clock import Clock
 from ext_authz.keys.jwks import VerificationKey
-from ext_authz.policy.model import IssuerPolicy, Policy
+
+
+class NamedIssuer(Protocol):
+    @property
+    def name(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True, repr=False)
 class VerifiedToken:
-    policy: Policy
-    issuer: IssuerPolicy
+    policy: object  # the policy snapshot it was verified under, compared by identity
+    issuer: NamedIssuer  # that policy's issuer
     key: VerificationKey | None  # None for unsigned claims in a JWE (symmetric, policy-bound)
     claims: Mapping[str, Any]
     valid_until: float  # wall clock

@@ -1,21 +1,48 @@
-"""Registered-claim checks (RFC 7519 section 4.1) and reading claims by path."""
+"""Registered-claim checks (RFC 7519 section 4.1) and the token type (RFC 9068).
+
+The checks take the few rules they need (`ClaimRules`), not the policy: an issuer's
+compiled policy is one such object, and this package never imports the policy's.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Protocol
 
 from ext_authz.errors import DenialReason, Denied
-from ext_authz.policy.model import ClaimPath, IssuerPolicy
 
 
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
+class ClaimRules(Protocol):
+    """What the registered-claim checks need to know about an issuer."""
+
+    @property
+    def audiences(self) -> frozenset[str] | None: ...  # None: the audience is not checked
+
+    @property
+    def leeway(self) -> float: ...
+
+    @property
+    def token_types(self) -> frozenset[str] | None: ...  # media types; None: any `typ`
 
 
-MISSING: Final = _Missing()
+def media_type(typ: str) -> str:
+    """A `typ` as the media type it names (RFC 7515 section 4.1.9): compared without
+    regard to case, with `application/` implied when the value holds no `/`."""
+    lowered = typ.lower()
+    return lowered if "/" in lowered else "application/" + lowered
+
+
+def check_token_type(header: Mapping[str, Any], accepted: frozenset[str] | None) -> None:
+    """The header's `typ` is one of the issuer's token types, when it names any, so an
+    ID token or a logout token with the right audience is not taken for an access token."""
+    if accepted is None:
+        return
+    typ = header.get("typ")
+    if not isinstance(typ, str):
+        raise Denied(DenialReason.TOKEN_TYPE_NOT_ALLOWED, "'typ' is missing or not a string")
+    if media_type(typ) not in accepted:
+        raise Denied(DenialReason.TOKEN_TYPE_NOT_ALLOWED, "'typ' is not a type this issuer issues")
 
 
 def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
@@ -29,10 +56,13 @@ def numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
         raise Denied(DenialReason.CLAIM_TYPE_INVALID, f"'{name}' is not a number")
     if isinstance(value, float) and not math.isfinite(value):
         raise Denied(DenialReason.CLAIM_TYPE_INVALID, f"'{name}' is not finite")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an integer such as 10**400: no date, and no float either
+        raise Denied(DenialReason.CLAIM_TYPE_INVALID, f"'{name}' is out of range") from None
 
 
-def check_registered_claims(claims: Mapping[str, Any], issuer: IssuerPolicy, now: float) -> float:
+def check_registered_claims(claims: Mapping[str, Any], issuer: ClaimRules, now: float) -> float:
     """Check `exp`, `nbf`, `iat` and `aud`; return `exp`."""
     leeway = issuer.leeway
     exp = check_expiry(claims, now, leeway)
@@ -49,14 +79,14 @@ def check_expiry(claims: Mapping[str, Any], now: float, leeway: float) -> float:
     if exp is None:
         raise Denied(DenialReason.EXPIRATION_MISSING)
     if now >= exp + leeway:
-        raise Denied(DenialReason.TOKEN_EXPIRED)
+        raise Denied(DenialReason.TOKEN_EXPIRED, f"expired {int(now - exp)}s ago")
     return exp
 
 
 def check_not_before(claims: Mapping[str, Any], now: float, leeway: float) -> float | None:
     nbf = numeric_date(claims, "nbf")
     if nbf is not None and now + leeway < nbf:
-        raise Denied(DenialReason.TOKEN_NOT_YET_VALID)
+        raise Denied(DenialReason.TOKEN_NOT_YET_VALID, f"valid in {int(nbf - now)}s")
     return nbf
 
 
@@ -78,46 +108,3 @@ def check_audience(claims: Mapping[str, Any], accepted: frozenset[str]) -> None:
     elif aud is not None:
         raise Denied(DenialReason.AUDIENCE_MISMATCH, "'aud' is neither a string nor strings")
     raise Denied(DenialReason.AUDIENCE_MISMATCH)
-
-
-def lookup(claims: Mapping[str, Any], path: ClaimPath) -> Any:
-    """The claim at a dotted path (`org.tenant`), or MISSING.
-
-    A claim whose own name contains dots (`https://example.com/roles`) is found
-    when the whole path is tried as one name first.
-    """
-    if len(path) > 1:
-        whole = ".".join(path)
-        if whole in claims:
-            return claims[whole]
-    value: Any = claims
-    for part in path:
-        if not isinstance(value, Mapping) or part not in value:
-            return MISSING
-        value = value[part]
-    return value
-
-
-def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
-    """Scopes from `scope` (space-delimited, RFC 8693) and `scp` (list or string)."""
-    found: set[str] = set()
-    for name in ("scope", "scp"):
-        value = claims.get(name)
-        if isinstance(value, str):
-            found.update(value.split())
-        elif isinstance(value, list):
-            found.update(v for v in value if isinstance(v, str))
-    return frozenset(found)
-
-
-def json_equal(left: Any, right: Any) -> bool:
-    """Equality as JSON sees it: `true` is not `1`, `1` is `1.0`, "1" is not 1."""
-    if isinstance(left, bool) or isinstance(right, bool):
-        return isinstance(left, bool) and isinstance(right, bool) and left is right
-    if isinstance(left, int | float) and isinstance(right, int | float):
-        return left == right
-    if isinstance(left, list) and isinstance(right, list):
-        return len(left) == len(right) and all(map(json_equal, left, right))
-    if isinstance(left, dict) and isinstance(right, dict):
-        return left.keys() == right.keys() and all(json_equal(left[k], right[k]) for k in left)
-    return type(left) is type(right) and bool(left == right)

@@ -3,22 +3,41 @@
 What is refused whatever the policy's allow-lists say: `RSA1_5` (a padding oracle
 by design), every `PBES2-*` (password-derived keys, attacker-chosen work factor),
 compressed plaintext (`zip`), `crit`, and an IV or tag of the wrong length for the
-content encryption. Every failure after those checks is the same
-`decryption_failed`, and clients see one 401 `invalid_token` for all of them.
+content encryption. A header member is either a JWE header parameter or one of the
+registered claims that RFC 7519 section 5.3 lets an issuer replicate in the header
+(`iss`, `sub`, `aud`, ...); a replicated claim must equal the same claim inside the
+token (`Decrypted.check_replicated`). A refused header has its own reason; only a
+failure of the cryptography itself is `decryption_failed`, and clients see one 401
+`invalid_token` for all of them.
 """
 
 from __future__ import annotations
 
+import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwe
+from joserfc.errors import (
+    DecodeError,
+    InvalidEncryptedKeyError,
+    InvalidExchangeKeyError,
+    InvalidHeaderValueError,
+    InvalidKeyCurveError,
+    InvalidKeyLengthError,
+    KeyParameterError,
+    MissingHeaderError,
+    UnsupportedHeaderError,
+)
 from joserfc.jwe import JWERegistry
+from joserfc.registry import HeaderParameter, HeaderRegistryDict
 
+from ext_authz.algorithms import CONTENT_ENCRYPTION, KEY_MANAGEMENT
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.decryption_keys import DecryptionKey, DecryptionKeySet
-from ext_authz.policy.schema import CONTENT_ENCRYPTIONS, KEY_MANAGEMENT_ALGORITHMS
+from ext_authz.strict_json import json_equal
 from ext_authz.tokens.format import (
     MAX_HEADER_BYTES,
     MAX_TOKEN_BYTES,
@@ -28,14 +47,45 @@ from ext_authz.tokens.format import (
 
 MAX_KEYS_TRIED = 4  # without a kid, this many keys of the right type at most
 
-_IV_BYTES = {"A128GCM": 12, "A256GCM": 12, "A128CBC-HS256": 16, "A256CBC-HS512": 16}
-_TAG_BYTES = {"A128GCM": 16, "A256GCM": 16, "A128CBC-HS256": 16, "A256CBC-HS512": 32}
-_CEK_BYTES = {"A128GCM": 16, "A256GCM": 32, "A128CBC-HS256": 32, "A256CBC-HS512": 64}
-_NO_ENCRYPTED_KEY = frozenset({"dir", "ECDH-ES"})
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _NAME = re.compile(r"[A-Za-z0-9_+-]{1,32}")
 _NESTED_CTY = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _COMPACT_JWE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){4}")
+
+
+def _is_audience(value: Any) -> None:
+    if isinstance(value, str):
+        return
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("must be a string or a list of strings")
+
+
+def _is_numeric_date(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number")
+
+
+# RFC 7519 section 5.3: registered claims an issuer may replicate in the JWE header
+REPLICATED_CLAIMS: HeaderRegistryDict = {
+    "iss": HeaderParameter("Issuer (replicated claim)", "str"),
+    "sub": HeaderParameter("Subject (replicated claim)", "str"),
+    "aud": HeaderParameter("Audience (replicated claim)", _is_audience),
+    "exp": HeaderParameter("Expiration Time (replicated claim)", _is_numeric_date),
+    "nbf": HeaderParameter("Not Before (replicated claim)", _is_numeric_date),
+    "iat": HeaderParameter("Issued At (replicated claim)", _is_numeric_date),
+    "jti": HeaderParameter("JWT ID (replicated claim)", "str"),
+}
+# the cryptography failed with this key, or the token's `epk` does not fit its type or
+# curve: another key may still fit
+_KEY_ERRORS = (
+    DecodeError,
+    InvalidEncryptedKeyError,
+    InvalidExchangeKeyError,
+    InvalidKeyCurveError,
+    InvalidKeyLengthError,
+    KeyParameterError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +99,11 @@ class DecryptionConfig:
     def build(
         cls, keys: DecryptionKeySet, algorithms: frozenset[str], encryptions: frozenset[str]
     ) -> DecryptionConfig:
-        algorithms = algorithms & frozenset(KEY_MANAGEMENT_ALGORITHMS)
-        encryptions = encryptions & frozenset(CONTENT_ENCRYPTIONS)
-        registry = JWERegistry(algorithms=sorted(algorithms | encryptions))
+        algorithms = algorithms & frozenset(KEY_MANAGEMENT)
+        encryptions = encryptions & frozenset(CONTENT_ENCRYPTION)
+        registry = JWERegistry(
+            header_registry=REPLICATED_CLAIMS, algorithms=sorted(algorithms | encryptions)
+        )
         return cls(keys, algorithms, encryptions, registry)
 
 
@@ -77,6 +129,23 @@ class Decrypted:
             raise Denied(DenialReason.NESTED_TOKEN_INVALID, "cty says JWT, plaintext is not a JWS")
         return None
 
+    @property
+    def replicated(self) -> tuple[str, ...]:
+        """The names of the claims replicated in the header."""
+        return tuple(name for name in REPLICATED_CLAIMS if name in self.header)
+
+    def check_replicated(self, claims: Mapping[str, Any]) -> None:
+        """Claims replicated in the header (RFC 7519 section 5.3) must say what the
+        token's own claims say: the header is not the issuer's to vary."""
+        for name in REPLICATED_CLAIMS:
+            if name in self.header and (
+                name not in claims or not json_equal(self.header[name], claims[name])
+            ):
+                raise Denied(
+                    DenialReason.REPLICATED_CLAIM_MISMATCH,
+                    f"'{name}' in the JWE header differs from the token's claim",
+                )
+
     def __repr__(self) -> str:
         return f"Decrypted(alg={self.header.get('alg')}, enc={self.header.get('enc')})"
 
@@ -94,17 +163,22 @@ def decrypt_token(token: str, config: DecryptionConfig | None) -> Decrypted:
         raise Denied(DenialReason.TOKEN_HEADER_INVALID, "header over the size limit")
     header = decode_json_object(header_raw, DenialReason.TOKEN_HEADER_INVALID, "header")
     alg, enc = _check_header(header, config)
-    encrypted_key, iv, _ciphertext, tag = (b64url_decode(p, "segment") for p in parts[1:])
-    if (alg in _NO_ENCRYPTED_KEY) != (not encrypted_key):
+    # the ciphertext (the bulk of the token) is decoded once, by the JWE library, with
+    # the same strict decoder; here only its alphabet is checked
+    if not _SEGMENT.fullmatch(parts[3]) or len(parts[3]) % 4 == 1:
+        raise Denied(DenialReason.TOKEN_MALFORMED, "ciphertext is not base64url")
+    encrypted_key, iv, tag = (b64url_decode(p, "segment") for p in (parts[1], parts[2], parts[4]))
+    content = CONTENT_ENCRYPTION[enc]
+    if KEY_MANAGEMENT[alg].encrypted_key != bool(encrypted_key):
         raise Denied(DenialReason.TOKEN_MALFORMED, f"encrypted key does not fit {alg}")
-    if len(iv) != _IV_BYTES[enc]:
+    if len(iv) != content.iv_bytes:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"IV length wrong for {enc}")
-    if len(tag) != _TAG_BYTES[enc]:
+    if len(tag) != content.tag_bytes:
         raise Denied(DenialReason.TOKEN_MALFORMED, f"tag length wrong for {enc}")
     kid = header.get("kid")
     candidates = config.keys.candidates(kid if isinstance(kid, str) else None, alg)
     if alg == "dir":
-        candidates = [k for k in candidates if k.size == _CEK_BYTES[enc]]
+        candidates = [k for k in candidates if k.size == content.cek_bytes]
     if not candidates:
         raise Denied(DenialReason.DECRYPTION_KEY_UNKNOWN, f"no decryption key for {alg}")
     for key in candidates[:MAX_KEYS_TRIED]:
@@ -136,9 +210,26 @@ def _check_header(header: dict[str, Any], config: DecryptionConfig) -> tuple[str
 
 
 def _attempt(token: str, key: DecryptionKey, registry: JWERegistry) -> bytes | None:
+    """The plaintext, or None when this key does not decrypt the token."""
     try:
         result = jwe.decrypt_compact(token, key.key, registry=registry)
-    except Exception:
+    except UnsupportedHeaderError:
+        raise Denied(
+            DenialReason.TOKEN_HEADER_INVALID,
+            "a header member is neither a JWE parameter nor a registered claim",
+        ) from None
+    except (InvalidHeaderValueError, MissingHeaderError):
+        # the message names a registered member, never the token's value
+        raise Denied(
+            DenialReason.TOKEN_HEADER_INVALID, "a header member has the wrong type"
+        ) from None
+    except binascii.Error:  # the library's strict base64url decoder, on the ciphertext
+        raise Denied(
+            DenialReason.TOKEN_MALFORMED, "ciphertext is not canonical base64url"
+        ) from None
+    except (*_KEY_ERRORS, ValueError):
+        # the cryptography failed with this key (`cryptography` raises ValueError for an
+        # `epk` that is not a point of the key's curve): another key may still fit
         return None
     plaintext = result.plaintext
     return plaintext if isinstance(plaintext, bytes) else None

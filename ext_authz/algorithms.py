@@ -1,0 +1,81 @@
+"""Every JOSE algorithm the server supports, with what it needs: one table.
+
+The policy schema, the key loaders (`keys/`) and the token code (`tokens/`) all read
+these tables, and this module imports nothing of the project, so it can be read from
+anywhere without an import cycle. Adding an algorithm means adding a row here (and
+its name to the schema's `Literal`, which a test holds equal to these tables).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final, TypeVar
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureAlgorithm:
+    name: str
+    kty: str  # the key type that verifies it
+    curve: str | None = None  # EC and OKP keys: the one curve it runs on
+
+
+@dataclass(frozen=True, slots=True)
+class KeyManagement:
+    name: str
+    kty: frozenset[str]  # key types that unwrap, agree or are the key
+    wrap_bytes: int | None = None  # A*KW: the size of the symmetric key
+    encrypted_key: bool = True  # False: `dir` and `ECDH-ES` carry no encrypted key
+
+
+@dataclass(frozen=True, slots=True)
+class ContentEncryption:
+    name: str
+    cek_bytes: int  # the content encryption key (and so a `dir` key)
+    iv_bytes: int
+    tag_bytes: int
+
+
+_Row = TypeVar("_Row", SignatureAlgorithm, KeyManagement, ContentEncryption)
+
+
+def _by_name(*rows: _Row) -> MappingProxyType[str, _Row]:
+    return MappingProxyType({row.name: row for row in rows})
+
+
+_RSA = frozenset({"RSA"})
+_ECDH = frozenset({"EC", "OKP"})
+_OCT = frozenset({"oct"})
+
+SIGNATURES: Final = _by_name(
+    SignatureAlgorithm("RS256", "RSA"),
+    SignatureAlgorithm("RS384", "RSA"),
+    SignatureAlgorithm("RS512", "RSA"),
+    SignatureAlgorithm("PS256", "RSA"),
+    SignatureAlgorithm("PS384", "RSA"),
+    SignatureAlgorithm("PS512", "RSA"),
+    SignatureAlgorithm("ES256", "EC", "P-256"),
+    SignatureAlgorithm("ES384", "EC", "P-384"),
+    SignatureAlgorithm("ES512", "EC", "P-521"),
+    SignatureAlgorithm("EdDSA", "OKP", "Ed25519"),
+)
+KEY_MANAGEMENT: Final = _by_name(
+    KeyManagement("RSA-OAEP", _RSA),
+    KeyManagement("RSA-OAEP-256", _RSA),
+    KeyManagement("ECDH-ES", _ECDH, encrypted_key=False),
+    KeyManagement("ECDH-ES+A128KW", _ECDH),
+    KeyManagement("ECDH-ES+A256KW", _ECDH),
+    KeyManagement("A128KW", _OCT, wrap_bytes=16),
+    KeyManagement("A256KW", _OCT, wrap_bytes=32),
+    KeyManagement("dir", _OCT, encrypted_key=False),
+)
+CONTENT_ENCRYPTION: Final = _by_name(
+    ContentEncryption("A128GCM", cek_bytes=16, iv_bytes=12, tag_bytes=16),
+    ContentEncryption("A256GCM", cek_bytes=32, iv_bytes=12, tag_bytes=16),
+    ContentEncryption("A128CBC-HS256", cek_bytes=32, iv_bytes=16, tag_bytes=16),
+    ContentEncryption("A256CBC-HS512", cek_bytes=64, iv_bytes=16, tag_bytes=32),
+)
+
+SIGNATURE_ALGORITHMS: Final[tuple[str, ...]] = tuple(SIGNATURES)
+KEY_MANAGEMENT_ALGORITHMS: Final[tuple[str, ...]] = tuple(KEY_MANAGEMENT)
+CONTENT_ENCRYPTIONS: Final[tuple[str, ...]] = tuple(CONTENT_ENCRYPTION)

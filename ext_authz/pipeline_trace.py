@@ -1,0 +1,108 @@
+"""What the pipeline found, phase by phase, when someone asks (`ext-authz explain`).
+
+`Authorizer.check(request, trace=Trace())` fills a trace while it decides: each phase
+it runs reports its step once, with what it checked, whether that held, and, for the
+step that stopped the check, the denial reason. Nothing is re-computed here: the
+steps are the pipeline's own results, so the trace cannot disagree with the verdict.
+Without a trace the pipeline only tests `trace is not None` at each phase.
+
+Conditions name what was checked (a claim name, an algorithm, a route), never a token,
+a key or a claim value. (OpenTelemetry spans are another matter: `ext_authz.tracing`.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ext_authz.errors import DenialReason, Denied
+from ext_authz.policy.model import RouteMatch
+from ext_authz.policy.routes import route_matches
+from ext_authz.request import RequestView
+
+
+class Phase:
+    """The names of the pipeline's phases, in the order they run."""
+
+    ROUTE = "route"
+    ACCESS = "access"
+    CREDENTIAL = "credential"
+    CACHE = "cache"
+    DECRYPTION = "decryption"
+    NESTED = "nested token"
+    TOKEN = "token"  # noqa: S105 (a phase name)
+    ISSUER = "issuer"
+    TOKEN_TYPE = "token type"  # noqa: S105 (a phase name)
+    CLAIMS = "claims"
+    SIGNATURE = "signature"
+    REPLICATED = "replicated claims"
+    ENCRYPTION = "encryption"
+    RULES = "rules"
+    HEADERS = "headers"
+    DRY_RUN = "dry run"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    phase: str
+    held: bool
+    condition: str = ""  # what was checked or found
+    reason: DenialReason | None = None  # set on the step that decided a denial
+    notes: tuple[str, ...] = ()  # details, one line each
+
+
+@dataclass(slots=True)
+class Trace:
+    steps: list[Step] = field(default_factory=list)
+    # the phase now running: a `Denied` raised inside it is that phase's failure
+    phase: str = Phase.ROUTE
+
+    def held(self, phase: str, condition: str = "", notes: tuple[str, ...] = ()) -> None:
+        self.steps.append(Step(phase, True, condition, None, notes))
+
+    def failed(self, denied: Denied, phase: str | None = None) -> None:
+        self.steps.append(Step(phase or self.phase, False, denied.detail, denied.reason))
+
+    def first_failure(self) -> Step | None:
+        return next((step for step in self.steps if not step.held), None)
+
+
+# route matching, as `policy.routes.route_matches` sees it --------------------------
+
+# the fields of a `RouteMatch` that are conditions; any other field qualifies them
+_CONDITIONS = ("methods", "path", "path_prefix", "path_regex", "hosts", "context_extensions")
+_NONE: dict[str, Any] = {name: None for name in _CONDITIONS} | {"context_extensions": ()}
+
+
+def route_conditions(match: RouteMatch, request: RequestView) -> list[tuple[str, bool]]:
+    """Each condition of a route and whether it holds, each decided by `route_matches`
+    itself on a match with that condition alone."""
+    results: list[tuple[str, bool]] = []
+    for name in _CONDITIONS:
+        value = getattr(match, name)
+        if value is None or value == ():
+            continue
+        if name == "context_extensions":
+            for key, expected in value:
+                alone = dataclasses.replace(match, **_NONE, context_extensions=((key, expected),))
+                held = route_matches(alone, request)
+                results.append((f"context_extensions.{key} == {expected}", held))
+            continue
+        alone = dataclasses.replace(match, **(_NONE | {name: value}))
+        results.append((_describe(name, value), route_matches(alone, request)))
+    return results
+
+
+def _describe(name: str, value: object) -> str:
+    if name == "methods":
+        assert isinstance(value, frozenset)
+        return f"method in {sorted(value)}"
+    if name == "path":
+        return f"path == {value}"
+    if name == "path_prefix":
+        return f"path under {value}"
+    if name == "path_regex":
+        return f"path matches /{getattr(value, 'pattern', value)}/"
+    assert isinstance(value, tuple)
+    return f"host in {list(value)}"
