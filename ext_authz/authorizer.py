@@ -17,10 +17,10 @@ from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.jwks import VerificationKey
 from ext_authz.keys.store import KeyProvider
-from ext_authz.pipeline_trace import Phase, Step, Trace, route_conditions
+from ext_authz.pipeline_trace import Phase, Step, Trace
 from ext_authz.policy.claim_headers import UnsafeClaim, claim_headers
 from ext_authz.policy.model import Access, IssuerPolicy, Policy, Requirement, Route
-from ext_authz.policy.routes import select_route
+from ext_authz.policy.routes import match_conditions, request_target, select_route
 from ext_authz.policy.rules import enforce
 from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedToken, VerifiedTokenCache
@@ -109,7 +109,12 @@ class Authorizer:
 
     def _decide(self, runtime: Runtime, request: RequestView, trace: Trace | None) -> Decision:
         policy = runtime.policy
-        route = select_route(policy.routes, request)
+        try:
+            route = select_route(policy.routes, request)
+        except Denied as bad:  # a request no route can be judged on
+            if trace is not None:
+                trace.steps.append(Step(Phase.ROUTE, False, bad.detail, bad.reason, ()))
+            return Deny(bad.reason, policy.realm, detail=bad.detail)
         if trace is not None:
             _trace_route(trace, policy, route, request)
         if route is None:
@@ -380,9 +385,12 @@ class Authorizer:
 
 
 def _trace_route(trace: Trace, policy: Policy, chosen: Route | None, request: RequestView) -> None:
+    target = request_target(request)
     notes: list[str] = []
+    if (target.path, target.host) != (request.path, request.host):
+        notes.append(f"matched as: path {target.path} host={target.host or '-'}")
     for route in policy.routes:
-        checks = route_conditions(route.match, request)
+        checks = match_conditions(route.match, target)
         if route is chosen:
             held = "; ".join(text for text, _ in checks) or "matches everything"
             notes.append(f"{route.name}: MATCH ({held})")

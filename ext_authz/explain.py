@@ -53,11 +53,16 @@ def explain(
     for step in trace.steps:
         if step.phase == Phase.ROUTE:
             _route(step, routes, say)
-        elif step.phase == Phase.HEADERS and show_values and isinstance(decision, Allow):
+        elif (
+            step.held
+            and step.phase == Phase.HEADERS
+            and show_values
+            and isinstance(decision, Allow)
+        ):
             for name, value in decision.headers:
                 say(f"set header {name}: {value}")
             say_notes(step.notes, say, skip_prefix="set header ")
-        elif step.phase == Phase.HEADERS:
+        elif step.held and step.phase == Phase.HEADERS:
             say_notes(step.notes, say)
         elif step.held:
             say(f"{step.phase}: {step.condition or 'ok'}")

@@ -12,14 +12,9 @@ a key or a claim value. (OpenTelemetry spans are another matter: `ext_authz.trac
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 from ext_authz.errors import DenialReason, Denied
-from ext_authz.policy.model import RouteMatch
-from ext_authz.policy.routes import route_matches
-from ext_authz.request import RequestView
 
 
 class Phase:
@@ -66,43 +61,3 @@ class Trace:
 
     def first_failure(self) -> Step | None:
         return next((step for step in self.steps if not step.held), None)
-
-
-# route matching, as `policy.routes.route_matches` sees it --------------------------
-
-# the fields of a `RouteMatch` that are conditions; any other field qualifies them
-_CONDITIONS = ("methods", "path", "path_prefix", "path_regex", "hosts", "context_extensions")
-_NONE: dict[str, Any] = {name: None for name in _CONDITIONS} | {"context_extensions": ()}
-
-
-def route_conditions(match: RouteMatch, request: RequestView) -> list[tuple[str, bool]]:
-    """Each condition of a route and whether it holds, each decided by `route_matches`
-    itself on a match with that condition alone."""
-    results: list[tuple[str, bool]] = []
-    for name in _CONDITIONS:
-        value = getattr(match, name)
-        if value is None or value == ():
-            continue
-        if name == "context_extensions":
-            for key, expected in value:
-                alone = dataclasses.replace(match, **_NONE, context_extensions=((key, expected),))
-                held = route_matches(alone, request)
-                results.append((f"context_extensions.{key} == {expected}", held))
-            continue
-        alone = dataclasses.replace(match, **(_NONE | {name: value}))
-        results.append((_describe(name, value), route_matches(alone, request)))
-    return results
-
-
-def _describe(name: str, value: object) -> str:
-    if name == "methods":
-        assert isinstance(value, frozenset)
-        return f"method in {sorted(value)}"
-    if name == "path":
-        return f"path == {value}"
-    if name == "path_prefix":
-        return f"path under {value}"
-    if name == "path_regex":
-        return f"path matches /{getattr(value, 'pattern', value)}/"
-    assert isinstance(value, tuple)
-    return f"host in {list(value)}"

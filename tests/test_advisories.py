@@ -1141,7 +1141,7 @@ def test_docs_security_md_quotes_the_limits_in_force() -> None:
     read back and compared with the code, so a changed limit updates the page."""
     from ext_authz.envoy import request
     from ext_authz.keys import decryption_keys, fetch, jwks
-    from ext_authz.policy import claim_headers, loader
+    from ext_authz.policy import claim_headers, loader, routes, yaml_source
     from ext_authz.policy.schema import KeysSettingsModel
     from ext_authz.tokens import credentials, decrypt
     from ext_authz.tokens import format as token_format
@@ -1159,6 +1159,9 @@ def test_docs_security_md_quotes_the_limits_in_force() -> None:
         "MAX_HEADERS": request.MAX_HEADERS,
         "MAX_POLICY_BYTES": loader.MAX_POLICY_BYTES,
         "MAX_KEY_FILE_BYTES": loader.MAX_KEY_FILE_BYTES,
+        "MAX_DEPTH": yaml_source.MAX_DEPTH,
+        "MAX_NODES": yaml_source.MAX_NODES,
+        "MAX_PATH_LENGTH": routes.MAX_PATH_LENGTH,
         "MAX_DISCOVERY_BYTES": fetch.MAX_DISCOVERY_BYTES,
         "MAX_DECRYPTION_KEYS": decryption_keys.MAX_DECRYPTION_KEYS,
         "MAX_KEYS_TRIED": decrypt.MAX_KEYS_TRIED,

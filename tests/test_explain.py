@@ -267,3 +267,19 @@ def test_explain_and_the_server_agree(request: RequestView, text: str, workdir: 
     assert failures[0].reason is reason
     if failures[0].phase != "route":
         assert len(failed_lines) == 1 and f"FAILED {reason.value}" in failed_lines[0]
+
+
+def test_a_refused_header_value_is_shown_as_the_failure() -> None:
+    routes = ROUTES.replace(
+        "      x-nickname: nickname\n", "      x-nickname: nickname\n    unsafe_values: deny\n"
+    )
+    text = policy_yaml(CORP, routes=routes)
+    policy = compile_policy_text(text, label="policy.yaml", base_dir=Path("."))
+    keys = StaticKeys({"corp": policy.issuers["corp"].source.static_keys})  # type: ignore[dict-item]
+    request = req("/api/orders", mint(CORP, nickname="a\r\nb"))
+    result = explain(policy, keys, request, FixedClock(NOW))
+    assert isinstance(result.decision, Deny)
+    failed = [line for line in result.text().splitlines() if ": FAILED " in line]
+    assert failed == [
+        "headers: FAILED claim_value_unsafe (x-nickname: claim holds control characters)"
+    ]

@@ -24,7 +24,8 @@ from ext_authz.policy.model import Policy
 from tests.support.http_wire import Wire, WireResponse, request
 from tests.support.tokens import CORP, NOW, PARTNER, mint, policy_yaml
 
-IDENTITY = ["x-groups", "x-tenant-id", "x-user-email", "x-user-id"]
+# the mapped headers and every route's dry-run header (the default name)
+IDENTITY = ["x-ext-authz-dry-run", "x-groups", "x-tenant-id", "x-user-email", "x-user-id"]
 
 
 class Logged:
@@ -99,7 +100,8 @@ def test_envoy_endpoint_allows_with_identity_headers_and_a_remove_list(door: Doo
     assert answer.status == 200
     assert answer.header("x-user-id") == "user-of-corp"
     assert answer.header("x-tenant-id") == "tenant-corp"
-    assert answer.header("x-envoy-auth-headers-to-remove") == "x-user-email"
+    # the unset identity header, and the dry-run header that no client may send
+    assert answer.header("x-envoy-auth-headers-to-remove") == "x-ext-authz-dry-run,x-user-email"
     assert answer.body == b""
 
 

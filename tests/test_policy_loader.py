@@ -172,7 +172,10 @@ def test_brief_example_routes(brief_policy: Policy) -> None:
     assert write.requirement.claims == (
         ClaimRule(name="email_verified", path=("email_verified",), allowed=(True,)),
     )
-    assert brief_policy.identity_headers == frozenset({"x-user-id", "x-user-email", "x-tenant-id"})
+    # every route's dry-run header is an identity header too: removed on every allow
+    assert brief_policy.identity_headers == frozenset(
+        {"x-user-id", "x-user-email", "x-tenant-id", "x-ext-authz-dry-run"}
+    )
 
 
 def test_brief_example_decryption(brief_policy: Policy) -> None:
@@ -686,6 +689,185 @@ BROKEN: dict[str, Broken] = {
         "routes[0].require.claims.role.any_of",
         "any_of lists at least one value",
     ),
+    # rules of the schema, checked once, there
+    "dry-run-header-hop-by-hop": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match: { path: /a }
+                mode: dry_run
+                dry_run_header: connection
+                deny: true
+            """
+        ),
+        9,
+        "routes[0].dry_run_header",
+        "'connection' is reserved",
+    ),
+    "dry-run-header-also-mapped": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match: { path: /a }
+                require: {}
+                headers: { X-User: sub }
+                dry_run_header: x-user
+            """
+        ),
+        10,
+        "routes[0].dry_run_header",
+        "'x-user' is also a mapped header",
+    ),
+    "header-mapped-twice": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match: { path: /a }
+                require: {}
+                headers: { X-User: sub, x-user: email }
+            """
+        ),
+        9,
+        "routes[0].headers",
+        "mapped twice",
+    ),
+    "header-claim-path-empty-part": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match: { path: /a }
+                require: {}
+                headers:
+                  x-tenant: { claim: org..tenant }
+            """
+        ),
+        10,
+        "routes[0].headers.x-tenant.claim",
+        "claim path 'org..tenant' has an empty part",
+    ),
+    "rule-claim-path-empty-part": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match: { path: /a }
+                require:
+                  claims:
+                    org.: x
+            """
+        ),
+        10,
+        "routes[0].require.claims.org.",
+        "has an empty part",
+    ),
+    "any-of-with-other-keys": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match: { path: /a }
+                require:
+                  claims:
+                    role:
+                      any_of: [a]
+                      all_of: [b]
+            """
+        ),
+        12,
+        "routes[0].require.claims.role.all_of",
+        "unknown field",
+    ),
+    "claim-rule-not-json": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match: { path: /a }
+                require:
+                  claims:
+                    born: 2001-01-01
+            """
+        ),
+        10,
+        "routes[0].require.claims.born",
+        "input was not a valid JSON value",
+    ),
+    "two-path-conditions": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match:
+                  path: /a
+                  path_prefix: /a
+                deny: true
+            """
+        ),
+        7,
+        "routes[0].match",
+        "at most one of path, path_prefix and path_regex",
+    ),
+    "wildcard-in-the-middle": Broken(
+        with_issuer(
+            """\
+            routes:
+              - name: r
+                match: { hosts: ['api.*.example.com'] }
+                deny: true
+            """
+        ),
+        7,
+        "routes[0].match.hosts",
+        "a wildcard host looks like '*.example.com'",
+    ),
+    "issuer-name": Broken(
+        textwrap.dedent(
+            """\
+            issuers:
+              corp/eu:
+                issuer: https://login.example.com/
+                jwks_uri: https://login.example.com/jwks.json
+            routes:
+              - { name: r, match: { path: /a }, deny: true }
+            """
+        ),
+        2,
+        "issuers.corp/eu",
+        "issuer names use letters, digits",
+    ),
+    "decryption-two-key-sources": Broken(
+        textwrap.dedent(
+            """\
+            decryption:
+              jwks_env: DECRYPTION_KEYS
+              jwks_file: keys/dec.json
+              algorithms: [RSA-OAEP-256]
+              encryptions: [A256GCM]
+            routes:
+              - { name: r, match: { path: /a }, deny: true }
+            """
+        ),
+        1,
+        "decryption",
+        "give exactly one of jwks_file, jwks or jwks_env",
+    ),
+    "infinite-duration": Broken(
+        textwrap.dedent(
+            """\
+            keys:
+              max_stale: .inf
+            routes:
+              - { name: r, match: { path: /a }, deny: true }
+            """
+        ),
+        2,
+        "keys.max_stale",
+        "finite number",
+    ),
 }
 
 
@@ -923,4 +1105,25 @@ def test_error_in_a_repeated_key_points_at_the_value_used(tmp_path: Path) -> Non
     assert sorted((p.line, p.message) for p in problems) == [
         (6, "a duration is a number of seconds or a string like 30s, 10m, 24h"),
         (6, "duplicate key"),
+    ]
+
+
+def test_a_broken_route_does_not_hide_or_invent_other_problems(tmp_path: Path) -> None:
+    """When the document is invalid, the parts valid on their own are still compiled:
+    their own problems are reported in the same run, and a valid decryption section
+    keeps backing the issuers' unsigned_encrypted_keys (no invented problems)."""
+    from tests.support.jwe_tokens import SHARED_CORP, decryption_yaml, jwe_policy_yaml
+    from tests.support.tokens import CORP
+
+    text = jwe_policy_yaml(
+        CORP,
+        decryption=decryption_yaml(keys=[SHARED_CORP]),
+        unsigned_keys={CORP.name: [SHARED_CORP.kid]},
+        routes="routes:\n  - { name: r, match: { pth: /a }, deny: true }\n"
+        "  - { name: s, match: { path: /b }, require: { issuers: [nobody] } }\n",
+    )
+    problems = problems_of(tmp_path, text)
+    assert [(p.field, p.message) for p in problems] == [
+        ("routes[0].match.pth", "unknown field"),
+        ("routes[1].require.issuers[0]", "unknown issuer 'nobody'"),
     ]

@@ -87,7 +87,7 @@ ALL_CONDITIONS = (
 CASES: dict[str, Case] = {
     # exact path
     "exact-equal": Case(EXACT, "/api/orders", "exact"),
-    "exact-trailing-slash": Case(EXACT, "/api/orders/", None),
+    "exact-trailing-slash": Case(EXACT, "/api/orders/", "exact"),
     "exact-child": Case(EXACT, "/api/orders/7", None),
     "exact-case-sensitive": Case(EXACT, "/API/orders", None),
     # segment-aware prefix

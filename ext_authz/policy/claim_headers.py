@@ -2,15 +2,17 @@
 
 Encodings (per header, `encoding:` in the policy):
 - `plain` (default): strings as they are, numbers and booleans as JSON, arrays as
-  comma-separated items, objects as compact JSON;
+  items joined by ", " (an item that is empty, holds ',', '"' or '\\', or has
+  whitespace at either end is an RFC 9110 quoted-string), objects as compact JSON;
 - `json`: the claim as compact JSON, always (strings get their quotes);
 - `base64url`: the UTF-8 of the `json` form, base64url without padding.
 
 A value is unsafe to send as-is when it holds control characters (CR, LF, NUL, …),
-non-ASCII characters, or is over the size limit. What then happens is the route's
-`unsafe_values` choice: `drop` the header (default; it is removed upstream), `deny`
-the request, or `encode` it (RFC 3986 percent-encoding of its UTF-8; with `encode`
-every value holding a '%' is encoded too, so upstream can always percent-decode).
+non-ASCII characters, whitespace at either end, or is over the size limit. What then
+happens is the route's `unsafe_values` choice: `drop` the header (default; it is
+removed upstream), `deny` the request, or `encode` it (RFC 3986 percent-encoding of its
+UTF-8; with `encode` every value holding a '%' is encoded too, so upstream can always
+percent-decode).
 Notes name the header and the problem, never the value.
 """
 
@@ -82,10 +84,21 @@ def _format(value: Any, encoding: str) -> str:
         if any(item is None for item in value):
             raise Unrenderable("claim is null")
         return ", ".join(
-            _compact(item) if isinstance(item, dict | list) else _format(item, "plain")
+            _list_item(_compact(item) if isinstance(item, dict | list) else _format(item, "plain"))
             for item in value
         )
     return _compact(value)
+
+
+_NEEDS_QUOTES = re.compile(r'[,"\\]|^\s|\s\Z|^\Z')
+
+
+def _list_item(text: str) -> str:
+    """An item as it is, or as an RFC 9110 quoted-string when it could be misread:
+    empty, holding ',', '"' or '\\', or with whitespace at either end."""
+    if _NEEDS_QUOTES.search(text) is None:
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _is_json(value: Any) -> bool:
@@ -104,6 +117,9 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 def unsafe_reason(text: str) -> str | None:
     if _CONTROL.search(text) is not None:
         return "claim holds control characters"
+    if text[:1].isspace() or text[-1:].isspace():
+        # header parsers trim it: "admin " would arrive as "admin"
+        return "claim has leading or trailing whitespace"
     if text.isascii():
         return None if len(text) <= MAX_HEADER_VALUE_BYTES else _TOO_LONG
     try:

@@ -1,15 +1,16 @@
 """Load a policy file: YAML with line numbers, schema check, then compile.
 
-Every problem is collected (not just the first) as `file:line: field.path: message`.
-The result is either a complete immutable `Policy` or a `PolicyError` listing them.
+The schema (`schema.py`) judges the document; this module reads files, maps problems
+to lines, resolves what spans sections (issuer references, key files, decryption
+keys) and compiles the immutable `Policy`. Every problem is collected (not just the
+first) as `file:line: field.path: message`. The result is either a complete `Policy`
+or a `PolicyError` listing them, and never another exception.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -34,8 +35,12 @@ from ext_authz.policy.model import (
     RouteMatch,
     UnsafeValues,
 )
+from ext_authz.policy.path_regex import compile_path_regex
+from ext_authz.policy.routes import normal_host, trim_slash
 from ext_authz.policy.schema import (
     SIGNATURE_ALGORITHMS,
+    AnyOfModel,
+    DecryptionModel,
     IssuerModel,
     KeysSettingsModel,
     MatchModel,
@@ -51,8 +56,7 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 MAX_KEY_FILE_BYTES = 1024 * 1024
-_RESERVED_DRY_RUN = frozenset({"host", "authorization", "content-length", "content-type", "cookie"})
-_ISSUER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TOO_DEEP = "the JSON is nested too deeply"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +107,19 @@ def load_policy(path: str | Path) -> Policy:
 def compile_policy_text(
     text: str, *, label: str, base_dir: Path, source: Path | None = None
 ) -> Policy:
+    """Validate and compile policy text. Raises `PolicyError`, and nothing else: a
+    policy edit must never take a running server down with it."""
     try:
         document = load_yaml(text)
+        return _Compiler(document, label, base_dir).run(source)
     except YamlSyntaxError as exc:
         raise PolicyError([PolicyProblem(label, exc.line, "", exc.message)]) from None
-    compiler = _Compiler(document, label, base_dir)
-    return compiler.run(source)
+    except PolicyError:
+        raise
+    except Exception as exc:
+        log.exception("policy loading failed unexpectedly")
+        problem = f"cannot be loaded ({type(exc).__name__}); see the log for details"
+        raise PolicyError([PolicyProblem(label, 1, "", problem)]) from None
 
 
 class _Compiler:
@@ -118,6 +129,7 @@ class _Compiler:
         self.base_dir = base_dir
         self.problems: list[PolicyProblem] = []
         self.files: list[Path] = []
+        self.decryption_broken = False  # reported already: its key ids are unknown
 
     def error(self, path: FieldPath, message: str) -> None:
         self.problems.append(
@@ -132,35 +144,65 @@ class _Compiler:
         if not isinstance(self.doc.data, Mapping):
             self.error((), "the policy must be a YAML mapping with 'issuers' and 'routes'")
             raise PolicyError(self.problems)
-        model = self._validate(PolicyModel, self.doc.data, ())
-        if model is None:
-            raise PolicyError(self._sorted())
-        policy = self._compile(model, source)
+        model = self._validate(PolicyModel, self.doc.data)
+        if model is not None:
+            policy = self._compile(model, model.routes, source)
+        else:
+            policy = self._compile(*self._valid_parts(self.doc.data), source)
         if self.problems:
             raise PolicyError(self._sorted())
         return policy
 
-    def _validate(self, cls: type[M], data: Any, where: FieldPath) -> M | None:
+    def _validate(self, cls: type[M], data: Any) -> M | None:
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             for err in exc.errors(include_input=False, include_url=False):
                 loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
-                self.error((*where, *loc), _pydantic_message(err["msg"]))
+                if loc[-1:] == ("[key]",):  # a bad mapping key: point at the key
+                    loc = loc[:-1]
+                self.error(loc, _pydantic_message(err["msg"]))
             return None
+
+    def _valid_parts(self, data: Mapping[str, Any]) -> tuple[PolicyModel, list[RouteModel | None]]:
+        """The issuers and routes that are valid on their own, when the whole is not
+        (its problems are reported already): compiling them reports the problems of
+        references and key files in the same run. Route positions are kept."""
+
+        def valid(cls: type[M], part: Any) -> M | None:
+            try:
+                return cls.model_validate(part)
+            except ValidationError:
+                return None
+
+        issuers = data.get("issuers")
+        routes = data.get("routes")
+        decryption = data.get("decryption")
+        if decryption is not None:
+            decryption = valid(DecryptionModel, decryption)
+            self.decryption_broken = decryption is None
+        parts = PolicyModel.model_construct(
+            issuers={
+                name: issuer
+                for name, part in (issuers.items() if isinstance(issuers, Mapping) else ())
+                if (issuer := valid(IssuerModel, part)) is not None
+            },
+            keys=valid(KeysSettingsModel, data.get("keys", {})) or KeysSettingsModel(),
+            decryption=decryption,
+            routes=[],
+            realm="-",
+        )
+        return parts, [valid(RouteModel, r) for r in routes] if isinstance(routes, list) else []
 
     def _sorted(self) -> list[PolicyProblem]:
         return sorted(self.problems, key=lambda p: (p.line, p.field))
 
-    def _compile(self, model: PolicyModel, source: Path | None) -> Policy:
+    def _compile(
+        self, model: PolicyModel, route_models: Sequence[RouteModel | None], source: Path | None
+    ) -> Policy:
         issuers: dict[str, IssuerPolicy] = {}
         by_iss: dict[str, IssuerPolicy] = {}
-        valid_issuers: dict[str, IssuerModel] = {}
-        for name, raw_issuer in model.issuers.items():
-            issuer_model = self._validate(IssuerModel, raw_issuer, ("issuers", name))
-            if issuer_model is None:
-                continue
-            valid_issuers[name] = issuer_model
+        for name, issuer_model in model.issuers.items():
             compiled = self._issuer(name, issuer_model, model.keys)
             if compiled is None:
                 continue
@@ -174,22 +216,24 @@ class _Compiler:
             by_iss[compiled.issuer] = compiled
         routes: list[Route] = []
         names: set[str] = set()
-        for index, raw_route in enumerate(model.routes):
-            route_model = self._validate(RouteModel, raw_route, ("routes", index))
-            if route_model is None:
+        declared = self.doc.data.get("issuers")
+        known = set(declared) if isinstance(declared, Mapping) else set()
+        for index, route_model in enumerate(route_models):
+            if route_model is None:  # invalid on its own, reported already
                 continue
             if route_model.name in names:
                 self.error(("routes", index, "name"), f"route '{route_model.name}' is repeated")
             names.add(route_model.name)
-            route = self._route(index, route_model, model.issuers.keys())
-            if route is not None:
-                routes.append(route)
+            routes.append(self._route(index, route_model, known))
         routes = route_token_sources(routes, issuers)
+        # Every route's dry-run header, dry-run or not: a client must never be able to
+        # send its own to the upstream.
         identity_headers = frozenset(m.header for r in routes for m in r.headers) | {
-            r.dry_run_header for r in routes if r.dry_run
+            r.dry_run_header for r in routes
         }
         decryption = self._decryption(model)
-        self._check_unsigned_encrypted(issuers, decryption)
+        if not self.decryption_broken:
+            self._check_unsigned_encrypted(issuers, decryption)
         return Policy(
             realm=model.realm,
             issuers=MappingProxyType(issuers),
@@ -208,33 +252,11 @@ class _Compiler:
         self, name: str, model: IssuerModel, defaults: KeysSettingsModel
     ) -> IssuerPolicy | None:
         base: FieldPath = ("issuers", name)
-        ok = True
-        if not _ISSUER_NAME.match(name):
-            self.error(base, "issuer names use letters, digits, '_', '.' and '-' (64 at most)")
-            ok = False
         settings = _key_settings(defaults, model, self.base_dir)
-        if settings.min_ttl > settings.max_ttl:
+        ok = settings.min_ttl <= settings.max_ttl  # top-level and per-issuer values meet
+        if not ok:
             self.error((*base, "keys", "min_ttl"), "min_ttl is larger than max_ttl")
-            ok = False
-        chosen = [
-            k
-            for k, present in (
-                ("jwks_uri", model.jwks_uri is not None),
-                ("discovery", model.discovery),
-                ("jwks_file", model.jwks_file is not None),
-                ("jwks", model.jwks is not None),
-            )
-            if present
-        ]
-        if len(chosen) != 1:
-            found = ", ".join(chosen) if chosen else "none"
-            self.error(
-                base,
-                f"give exactly one key source: jwks_uri, discovery: true, jwks_file or jwks "
-                f"(found: {found})",
-            )
-            return None
-        source = self._key_source(base, model, chosen[0])
+        source = self._key_source(base, model, model.key_source)
         if source is None or not ok:
             return None
         algorithms = frozenset(model.algorithms or SIGNATURE_ALGORITHMS)
@@ -304,25 +326,17 @@ class _Compiler:
         except JwksError as exc:
             self.error(where, f"{relative}: {exc}")
             return None
+        except RecursionError:
+            self.error(where, f"{relative}: {_TOO_DEEP}")
+            return None
         return parsed.keys if self._usable(where, parsed.keys, parsed.skipped) else None
 
     def _decryption(self, model: PolicyModel) -> DecryptionConfig | None:
         dec = model.decryption
         if dec is None:
             return None
-        given = [
-            name
-            for name, value in (
-                ("jwks_file", dec.jwks_file),
-                ("jwks", dec.jwks),
-                ("jwks_env", dec.jwks_env),
-            )
-            if value is not None
-        ]
-        if len(given) != 1:
-            self.error(("decryption",), "give exactly one of jwks_file, jwks or jwks_env")
-            return None
-        where: FieldPath = ("decryption", given[0])
+        given = "jwks_file" if dec.jwks_file else "jwks" if dec.jwks is not None else "jwks_env"
+        where: FieldPath = ("decryption", given)
         path = None
         if dec.jwks_file is not None:
             path = (self.base_dir / dec.jwks_file).resolve()
@@ -331,6 +345,9 @@ class _Compiler:
             keys = load_decryption_keys(path=path, inline=dec.jwks, env=dec.jwks_env)
         except DecryptionKeyError as exc:
             self.error(where, str(exc))
+            return None
+        except RecursionError:
+            self.error(where, _TOO_DEEP)
             return None
         algorithms = frozenset(dec.algorithms)
         unusable = [a for a in sorted(algorithms) if not any(k.fits(a) for k in keys.keys)]
@@ -375,74 +392,46 @@ class _Compiler:
 
     # routes ----------------------------------------------------------------
 
-    def _route(self, index: int, model: RouteModel, issuer_names: Iterable[str]) -> Route | None:
+    def _route(self, index: int, model: RouteModel, known: set[str]) -> Route:
         base: FieldPath = ("routes", index)
-        modes = [
-            m
-            for m, present in (
-                ("allow", model.allow is not None),
-                ("deny", model.deny is not None),
-                ("require", model.require is not None),
-            )
-            if present
-        ]
-        if len(modes) != 1:
-            self.error(base, "give exactly one of allow: anonymous, deny: true or require: {...}")
-            return None
-        match = self._match((*base, "match"), model.match)
         headers = tuple(
             HeaderMapping(
                 header=name.lower(),
-                claim=spec if isinstance(spec, str) else spec.claim,
-                path=_claim_path(spec if isinstance(spec, str) else spec.claim),
-                encoding="plain" if isinstance(spec, str) else spec.encoding,
+                claim=spec.claim,
+                path=_claim_path(spec.claim),
+                encoding=spec.encoding,
             )
             for name, spec in model.headers.items()
         )
-        for mapping in headers:
-            if not all(mapping.path):
-                self.error(
-                    (*base, "headers", mapping.header),
-                    f"claim path '{mapping.claim}' has an empty part",
-                )
-        if model.dry_run_header in _RESERVED_DRY_RUN or model.dry_run_header in {
-            h.header for h in headers
-        }:
-            self.error((*base, "dry_run_header"), "must not be a reserved or mapped header")
-        lowered = [h.header for h in headers]
-        if len(set(lowered)) != len(lowered):
-            self.error((*base, "headers"), "a header name is mapped twice (names ignore case)")
         requirement = None
-        access = Access.ANONYMOUS if modes[0] == "allow" else Access(modes[0])
         if model.require is not None:
-            known = set(issuer_names)
             if not known:
                 self.error((*base, "require"), "no issuers are configured to require tokens from")
             wanted = model.require.issuers
-            if wanted is None:
-                accepted = frozenset(known)
-            else:
-                for j, issuer in enumerate(wanted):
-                    if issuer not in known:
-                        self.error((*base, "require", "issuers", j), f"unknown issuer '{issuer}'")
-                accepted = frozenset(wanted)
-            rules = []
-            for claim, expected in model.require.claims.items():
-                rule = self._claim_rule((*base, "require", "claims", claim), claim, expected)
-                if rule is not None:
-                    rules.append(rule)
+            for j, issuer in enumerate(wanted or ()):
+                if issuer not in known:
+                    self.error((*base, "require", "issuers", j), f"unknown issuer '{issuer}'")
             requirement = Requirement(
-                issuers=accepted,
+                issuers=frozenset(known if wanted is None else wanted),
                 scopes=tuple(model.require.scopes),
-                claims=tuple(rules),
+                claims=tuple(
+                    ClaimRule(
+                        name=claim,
+                        path=_claim_path(claim),
+                        allowed=tuple(rule.any_of) if isinstance(rule, AnyOfModel) else (rule,),
+                    )
+                    for claim, rule in model.require.claims.items()
+                ),
                 encrypted=model.require.encrypted,
             )
-        if match is None:
-            return None
         return Route(
             name=model.name,
-            match=match,
-            access=access,
+            match=_match(model.match),
+            access=Access.REQUIRE
+            if model.require is not None
+            else Access.DENY
+            if model.deny
+            else Access.ANONYMOUS,
             requirement=requirement,
             headers=headers,
             unsafe_values=UnsafeValues(model.unsafe_values),
@@ -452,49 +441,25 @@ class _Compiler:
             token_sources=token_sources(model.token_from),
         )
 
-    def _match(self, where: FieldPath, model: MatchModel) -> RouteMatch | None:
-        paths = [p for p in (model.path, model.path_prefix, model.path_regex) if p is not None]
-        if len(paths) > 1:
-            self.error(where, "give at most one of path, path_prefix and path_regex")
-            return None
-        hosts = None
-        if model.hosts is not None:
-            hosts = tuple(h.lower() for h in model.hosts)
-            for j, host in enumerate(hosts):
-                if "*" in host and not (host.startswith("*.") and "*" not in host[2:]):
-                    self.error((*where, "hosts", j), "a wildcard host looks like '*.example.com'")
-        return RouteMatch(
-            path=model.path,
-            path_prefix=model.path_prefix,
-            path_regex=re.compile(model.path_regex) if model.path_regex is not None else None,
-            methods=frozenset(model.methods) if model.methods is not None else None,
-            hosts=hosts,
-            context_extensions=tuple(sorted((model.context_extensions or {}).items())),
-        )
 
-    def _claim_rule(self, where: FieldPath, claim: str, expected: Any) -> ClaimRule | None:
-        path = _claim_path(claim)
-        if not all(path):
-            self.error(where, f"claim path '{claim}' has an empty part")
-            return None
-        if isinstance(expected, Mapping) and "any_of" in expected:
-            if set(expected) != {"any_of"}:
-                self.error(where, "a claim rule with any_of has no other keys")
-                return None
-            values = expected["any_of"]
-            if not isinstance(values, list) or not values:
-                self.error((*where, "any_of"), "any_of lists at least one value")
-                return None
-            allowed = tuple(values)
-        else:
-            allowed = (expected,)
-        for value in allowed:
-            try:
-                json.dumps(value)
-            except (TypeError, ValueError):
-                self.error(where, "expected values must be JSON values")
-                return None
-        return ClaimRule(name=claim, path=path, allowed=allowed)
+def _match(model: MatchModel) -> RouteMatch:
+    def fold(path: str | None) -> str | None:
+        return path if path is None or model.case_sensitive else path.lower()
+
+    exact = fold(model.path)
+    return RouteMatch(
+        path=trim_slash(exact) if exact is not None else None,
+        path_prefix=fold(model.path_prefix),
+        path_regex=(
+            compile_path_regex(model.path_regex, case_sensitive=model.case_sensitive)
+            if model.path_regex is not None
+            else None
+        ),
+        methods=frozenset(model.methods) if model.methods is not None else None,
+        hosts=tuple(normal_host(h) for h in model.hosts) if model.hosts is not None else None,
+        context_extensions=tuple(sorted((model.context_extensions or {}).items())),
+        case_sensitive=model.case_sensitive,
+    )
 
 
 def _claim_path(claim: str) -> tuple[str, ...]:

@@ -7,13 +7,13 @@ lower-cased, claim paths split and key sets parsed when the policy is loaded.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ext_authz.keys.jwks import KeySet
+from ext_authz.policy.path_regex import PathRegex
 from ext_authz.tokens.credentials import TokenSources
 from ext_authz.tokens.decrypt import DecryptionConfig
 
@@ -72,12 +72,13 @@ class IssuerPolicy:
 
 @dataclass(frozen=True, slots=True)
 class RouteMatch:
-    path: str | None = None
-    path_prefix: str | None = None
-    path_regex: re.Pattern[str] | None = None
+    path: str | None = None  # without a trailing slash; lower-case unless case_sensitive
+    path_prefix: str | None = None  # lower-case unless case_sensitive
+    path_regex: PathRegex | None = None  # RE2, compiled with case_sensitive
     methods: frozenset[str] | None = None
-    hosts: tuple[str, ...] | None = None  # lower-case; "*.example.com" wildcards allowed
+    hosts: tuple[str, ...] | None = None  # normal form; "*.example.com" wildcards allowed
     context_extensions: tuple[tuple[str, str], ...] = ()
+    case_sensitive: bool = True  # for path, path_prefix and path_regex
 
 
 class Access(enum.Enum):

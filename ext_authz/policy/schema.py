@@ -1,8 +1,10 @@
 """The policy file's schema, as pydantic models.
 
-These models only describe and type-check the document; `loader.py` turns a valid
-document into the immutable runtime objects of `model.py`, resolving files and
-cross-references. Unknown keys are errors, so a typo never silently weakens a rule.
+Every rule that can be judged from the document alone lives here, once: types,
+"exactly one of" choices, header names, claim paths. `loader.py` turns a valid
+document into the immutable runtime objects of `model.py`, reading files and
+resolving what needs more than one section (issuer references, key files). Unknown
+keys are errors, so a typo never silently weakens a rule.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
+    TypeAdapter,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
@@ -22,12 +28,14 @@ from pydantic import (
 
 from ext_authz import algorithms
 from ext_authz.keys.redis_url import CacheUrlError, parse_cache_url
+from ext_authz.policy.path_regex import compile_path_regex
 from ext_authz.tokens.claims import media_type
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
-_RESERVED_HEADERS = frozenset(
+HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an RFC 9110 token
+# Headers no route may set or remove: hop-by-hop, framing, the credential, the host.
+RESERVED_HEADERS = frozenset(
     {
         "host",
         "authorization",
@@ -43,6 +51,7 @@ _RESERVED_HEADERS = frozenset(
     }
 )
 _METHOD = re.compile(r"^[A-Z]+$")
+_ISSUER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 def parse_duration(value: object) -> object:
@@ -91,8 +100,32 @@ CONTENT_ENCRYPTIONS = algorithms.CONTENT_ENCRYPTIONS
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 
 
+def _claim_path(claim: str) -> str:
+    if not all(claim.split(".")):
+        raise ValueError(f"claim path '{claim}' has an empty part")
+    return claim
+
+
+def _issuer_name(name: str) -> str:
+    if not _ISSUER_NAME.match(name):
+        raise ValueError("issuer names use letters, digits, '_', '.' and '-' (64 at most)")
+    return name
+
+
+ClaimPath = Annotated[str, Field(min_length=1), AfterValidator(_claim_path)]
+IssuerName = Annotated[
+    str,
+    AfterValidator(_issuer_name),
+    WithJsonSchema({"type": "string", "pattern": _ISSUER_NAME.pattern}),
+]
+
+
+def _given(choices: dict[str, bool]) -> list[str]:
+    return [name for name, present in choices.items() if present]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class KeysSettingsModel(_Strict):
@@ -183,6 +216,32 @@ class IssuerModel(_Strict):
             raise ValueError("must list at least one value when present")
         return value
 
+    @model_validator(mode="after")
+    def _one_key_source(self) -> IssuerModel:
+        given = _given(
+            {
+                "jwks_uri": self.jwks_uri is not None,
+                "discovery": self.discovery,
+                "jwks_file": self.jwks_file is not None,
+                "jwks": self.jwks is not None,
+            },
+        )
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one key source: jwks_uri, discovery: true, jwks_file or jwks "
+                f"(found: {', '.join(given) or 'none'})"
+            )
+        return self
+
+    @property
+    def key_source(self) -> str:
+        """The one key source given: jwks_uri, discovery, jwks_file or jwks."""
+        if self.jwks_uri is not None:
+            return "jwks_uri"
+        if self.discovery:
+            return "discovery"
+        return "jwks_file" if self.jwks_file is not None else "jwks"
+
 
 class DecryptionModel(_Strict):
     jwks_file: NonEmptyStr | None = None
@@ -190,6 +249,17 @@ class DecryptionModel(_Strict):
     jwks_env: NonEmptyStr | None = None
     algorithms: list[KeyManagementAlgorithm] = Field(min_length=1)
     encryptions: list[ContentEncryption] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> DecryptionModel:
+        given = {
+            "jwks_file": self.jwks_file is not None,
+            "jwks": self.jwks is not None,
+            "jwks_env": self.jwks_env is not None,
+        }
+        if len(_given(given)) != 1:
+            raise ValueError("give exactly one of jwks_file, jwks or jwks_env")
+        return self
 
 
 class MatchModel(_Strict):
@@ -199,6 +269,7 @@ class MatchModel(_Strict):
     methods: list[NonEmptyStr] | None = None
     hosts: list[NonEmptyStr] | None = None
     context_extensions: dict[str, str] | None = None
+    case_sensitive: bool = True
 
     @field_validator("path", "path_prefix")
     @classmethod
@@ -211,10 +282,7 @@ class MatchModel(_Strict):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_path_regex(value)  # a ValueError names what RE2 refuses
         return value
 
     @field_validator("methods")
@@ -232,20 +300,60 @@ class MatchModel(_Strict):
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not value:
+        if value is None:
+            return None
+        if not value:
             raise ValueError("must list at least one host when present")
+        for host in value:
+            if "*" in host and not (host.startswith("*.") and "*" not in host[2:]):
+                raise ValueError(f"{host!r}: a wildcard host looks like '*.example.com'")
         return value
+
+    @model_validator(mode="after")
+    def _one_path_condition(self) -> MatchModel:
+        given = {
+            "path": self.path is not None,
+            "path_prefix": self.path_prefix is not None,
+            "path_regex": self.path_regex is not None,
+        }
+        if len(_given(given)) > 1:
+            raise ValueError("give at most one of path, path_prefix and path_regex")
+        return self
 
 
 class AnyOfModel(_Strict):
-    any_of: list[Any] = Field(min_length=1)
+    """A claim rule accepting any of several values: `{any_of: [a, b]}`."""
+
+    any_of: list[JsonValue]
+
+    @field_validator("any_of")
+    @classmethod
+    def _some(cls, value: list[JsonValue]) -> list[JsonValue]:
+        if not value:
+            raise ValueError("any_of lists at least one value")
+        return value
+
+
+_JSON_VALUE: TypeAdapter[JsonValue] = TypeAdapter(JsonValue, config=ConfigDict(strict=True))
+
+
+def _claim_expectation(value: Any) -> AnyOfModel | JsonValue:
+    """A mapping naming `any_of` is an `AnyOfModel`; anything else is one JSON value."""
+    if isinstance(value, dict) and "any_of" in value:
+        return AnyOfModel.model_validate(value)
+    return _JSON_VALUE.validate_python(value)
+
+
+ClaimExpectation = Annotated[
+    Any, BeforeValidator(_claim_expectation, json_schema_input_type=AnyOfModel | JsonValue)
+]
 
 
 class RequireModel(_Strict):
     issuers: list[NonEmptyStr] | None = None
     encrypted: bool = False
     scopes: list[NonEmptyStr] = Field(default_factory=list)
-    claims: dict[NonEmptyStr, Any] = Field(default_factory=dict)
+    claims: dict[ClaimPath, ClaimExpectation] = Field(default_factory=dict)
 
     @field_validator("scopes")
     @classmethod
@@ -257,8 +365,19 @@ class RequireModel(_Strict):
 
 
 class HeaderSpecModel(_Strict):
-    claim: NonEmptyStr
+    claim: ClaimPath
     encoding: Literal["plain", "json", "base64url"] = "plain"
+
+
+def _header_spec(value: Any) -> Any:
+    return {"claim": value} if isinstance(value, str) else value
+
+
+# `x-user-id: sub` is short for `x-user-id: {claim: sub}`
+HeaderSpec = Annotated[
+    HeaderSpecModel,
+    BeforeValidator(_header_spec, json_schema_input_type=ClaimPath | HeaderSpecModel),
+]
 
 
 class RouteModel(_Strict):
@@ -267,7 +386,7 @@ class RouteModel(_Strict):
     allow: Literal["anonymous"] | None = None
     deny: Literal[True] | None = None
     require: RequireModel | None = None
-    headers: dict[str, NonEmptyStr | HeaderSpecModel] = Field(default_factory=dict)
+    headers: dict[str, HeaderSpec] = Field(default_factory=dict)
     unsafe_values: Literal["drop", "deny", "encode"] = "drop"
     mode: Literal["enforce", "dry_run"] = "enforce"
     dry_run_header: Annotated[str, Field(pattern=r"^[a-z0-9!#$%&'*+.^_`|~-]+$")] = (
@@ -278,39 +397,54 @@ class RouteModel(_Strict):
 
     @field_validator("headers")
     @classmethod
-    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+    def _header_names(cls, value: dict[str, HeaderSpecModel]) -> dict[str, HeaderSpecModel]:
         for name in value:
-            lowered = name.lower()
-            if not _HEADER_NAME.match(lowered):
+            if not HEADER_NAME.match(name):
                 raise ValueError(f"{name!r} is not a valid HTTP header name")
-            if lowered in _RESERVED_HEADERS:
+            if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"{name!r} is reserved and cannot carry a claim")
+        lowered = [name.lower() for name in value]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError("a header name is mapped twice (names ignore case)")
         return value
+
+    @field_validator("dry_run_header")
+    @classmethod
+    def _dry_run_header(cls, value: str, info: ValidationInfo) -> str:
+        if value in RESERVED_HEADERS:
+            raise ValueError(f"{value!r} is reserved")
+        if value in {name.lower() for name in info.data.get("headers", {})}:
+            raise ValueError(f"{value!r} is also a mapped header")
+        return value
+
+    @model_validator(mode="after")
+    def _one_access(self) -> RouteModel:
+        given = {
+            "allow": self.allow is not None,
+            "deny": self.deny is not None,
+            "require": self.require is not None,
+        }
+        if len(_given(given)) != 1:
+            raise ValueError("give exactly one of allow: anonymous, deny: true or require: {...}")
+        return self
 
 
 class PolicyModel(_Strict):
-    """The top level. Issuers and routes are checked one by one (`IssuerModel`,
-    `RouteModel`) so that one broken entry does not hide the problems of the others."""
+    """The top level."""
 
     realm: Annotated[str, Field(min_length=1, pattern=r'^[^"\\\x00-\x1f\x7f]+$')] = "ext-authz"
-    issuers: dict[Annotated[str, Field(min_length=1)], dict[str, Any]] = Field(default_factory=dict)
+    issuers: dict[IssuerName, IssuerModel] = Field(default_factory=dict)
     keys: KeysSettingsModel = Field(default_factory=KeysSettingsModel)
     decryption: DecryptionModel | None = None
-    routes: list[dict[str, Any]] = Field(min_length=1)
+    routes: list[RouteModel] = Field(min_length=1)
 
 
 def policy_json_schema() -> dict[str, Any]:
     """A JSON Schema of the whole policy file, for editors and CI linters. The server
     itself validates with the models above (which also check what a schema cannot:
-    regexes compile, references resolve, key files load)."""
+    "exactly one of" choices, regexes compile) and the loader (references resolve,
+    key files load)."""
     schema = PolicyModel.model_json_schema()
-    definitions = schema.setdefault("$defs", {})
-    for model in (IssuerModel, RouteModel):
-        part = model.model_json_schema()
-        definitions.update(part.pop("$defs", {}))
-        definitions[model.__name__] = part
-    schema["properties"]["issuers"]["additionalProperties"] = {"$ref": "#/$defs/IssuerModel"}
-    schema["properties"]["routes"]["items"] = {"$ref": "#/$defs/RouteModel"}
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "ext-authz policy"
     return schema
