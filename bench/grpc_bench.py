@@ -42,16 +42,25 @@ class Case:
     log_level: str  # the server's --log-level; decision lines are INFO
     tokens: str  # "seen" or "unseen"
     workers: int = 16  # thread-pool size of the sync servers
+    args: tuple[str, ...] = ()  # more server options (real handler)
+    note: str = ""  # what `args` change, for the label
+    processes: int = 1  # `ext-authz serve --processes`
+    connections: int = 1  # client connections (several processes need several)
     tracing: bool = False  # --otlp-endpoint: a span per check, exported over OTLP/HTTP
 
     @property
     def label(self) -> str:
         pool = f", {self.workers} threads" if self.model == "sync" else ""
+        if self.processes > 1:
+            pool += f", {self.processes} processes"
+        conns = f", {self.connections} connections" if self.connections > 1 else ""
         if self.handler == "trivial":
-            return f"{self.model}{pool}, trivial handler (answers OK)"
+            return f"{self.model}{pool}, trivial handler (answers OK){conns}"
+        note = f", {self.note}" if self.note else ""
         traced = ", traced (OTLP)" if self.tracing else ""
         return (
-            f"{self.model}{pool}, real handler, {self.tokens} token, log {self.log_level}{traced}"
+            f"{self.model}{pool}, real handler, {self.tokens} token, log {self.log_level}"
+            f"{note}{traced}{conns}"
         )
 
 
@@ -70,17 +79,39 @@ SHIPPED_WORKERS = 4  # `ext-authz serve --workers` default
 
 
 def _case(
-    model: str, handler: str, level: str, tokens: str, workers: int = SHIPPED_WORKERS
+    model: str,
+    handler: str,
+    level: str,
+    tokens: str,
+    workers: int = SHIPPED_WORKERS,
+    *,
+    tag: str = "",
+    args: tuple[str, ...] = (),
+    note: str = "",
+    processes: int = 1,
+    connections: int = 1,
 ) -> Case:
     name = f"{model}-{handler}" if handler == "trivial" else f"{model}-{tokens}-{level}"
     if workers != SHIPPED_WORKERS:
         name += f"-w{workers}"
-    return Case(name, model, handler, level, tokens, workers)
+    if tag:
+        name += f"-{tag}"
+    if processes > 1:
+        name += f"-p{processes}"
+    if connections > 1:
+        name += f"-c{connections}"
+    return Case(name, model, handler, level, tokens, workers, args, note, processes, connections)
+
+
+MEMO_OFF = ("--memo-size", "0")
+SPREAD = 8  # client connections for the --processes comparison
 
 
 TRACED_CASES = (
-    Case("sync-seen-info-traced", "sync", "real", "info", "seen", SHIPPED_WORKERS, True),
-    Case("sync-unseen-info-traced", "sync", "real", "info", "unseen", SHIPPED_WORKERS, True),
+    Case("sync-seen-info-traced", "sync", "real", "info", "seen", SHIPPED_WORKERS, tracing=True),
+    Case(
+        "sync-unseen-info-traced", "sync", "real", "info", "unseen", SHIPPED_WORKERS, tracing=True
+    ),
 )
 ALL_CASES = (
     _case("sync", "trivial", "warning", "seen"),
@@ -97,6 +128,43 @@ ALL_CASES = (
     _case("sync", "real", "info", "seen", workers=2),
     _case("sync", "real", "info", "unseen", workers=2),
     _case("sync", "real", "info", "seen", workers=16),
+    # the answer memo (on by default) and the decision log modes
+    _case("sync", "real", "info", "seen", tag="nomemo", args=MEMO_OFF, note="memo off"),
+    _case("aio", "real", "info", "seen", tag="nomemo", args=MEMO_OFF, note="memo off"),
+    _case(
+        "sync",
+        "real",
+        "info",
+        "seen",
+        tag="logdeny",
+        args=("--decision-log", "deny"),
+        note="--decision-log deny",
+    ),
+    _case(
+        "sync",
+        "real",
+        "info",
+        "seen",
+        tag="logoff",
+        args=("--decision-log", "off"),
+        note="--decision-log off",
+    ),
+    _case(
+        "sync",
+        "real",
+        "info",
+        "unseen",
+        tag="logoff",
+        args=("--decision-log", "off"),
+        note="--decision-log off",
+    ),
+    # check threads
+    _case("sync", "real", "info", "seen", workers=1),
+    _case("sync", "real", "info", "seen", workers=8),
+    # --processes: one process against two, both over several connections
+    _case("sync", "trivial", "warning", "seen", connections=SPREAD),
+    _case("sync", "real", "info", "seen", connections=SPREAD),
+    _case("sync", "real", "info", "seen", processes=2, connections=SPREAD),
     *TRACED_CASES,
 )
 QUICK_CASES = tuple(
@@ -112,6 +180,11 @@ QUICK_CASES = tuple(
         "sync-unseen-info",
         "aio-unseen-info",
         "sync-seen-info-w2",
+        "sync-seen-info-nomemo",
+        "sync-seen-info-logoff",
+        "sync-seen-info-c8",
+        "sync-seen-info-p2-c8",
+        "sync-trivial-c8",
         "sync-seen-info-traced",
     }
 )
@@ -163,6 +236,9 @@ def server_command(
             case.log_level,
             "--workers",
             str(case.workers),
+            "--processes",
+            str(case.processes),
+            *case.args,
             *traced,
         )
     return python_module(
@@ -173,6 +249,7 @@ def server_command(
         listen,
         "--log-level",
         case.log_level,
+        *case.args,
     )
 
 
@@ -196,6 +273,7 @@ class Trial:
             "pid": self.server.pid,
             "tokens": str(self.tokens),
             "count": count,
+            "connections": self.case.connections,
         }
 
 
@@ -247,6 +325,9 @@ def _summary(case: Case, trials: list[dict[str, Any]]) -> dict[str, Any]:
         "log_level": case.log_level,
         "tokens": case.tokens,
         "workers": case.workers,
+        "processes": case.processes,
+        "connections": case.connections,
+        "note": case.note,
         "tracing": case.tracing,
         "checks": trials[0]["checks"],
         "trials": len(trials),

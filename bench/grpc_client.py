@@ -3,9 +3,11 @@
 Run in its own process with a plan of trials (JSON: concurrency, warm-up, and per
 trial a server's address and pid, a token file and a count). For each trial it sends
 a warm-up, then exactly ``count`` checks over one channel (one HTTP/2 connection, as
-Envoy's ext_authz client uses), and reads the server's CPU time (all threads, from
-/proc) just before and just after. Requests are serialized CheckRequests shaped like
-Envoy's, built before the clock starts. The results are a JSON list on stdout.
+Envoy's ext_authz client uses; or ``connections`` channels, each its own connection,
+for servers of several processes), and reads the server's CPU time (all threads of
+the process and its children, from /proc) just before and just after. Requests are
+serialized CheckRequests shaped like Envoy's, built before the clock starts. The
+results are a JSON list on stdout.
 
     python -m bench.grpc_client --plan plan.json
 """
@@ -26,7 +28,7 @@ from envoy.service.auth.v3 import external_auth_pb2
 from google.rpc import code_pb2
 
 from bench.fixtures import check_request
-from bench.procstat import context_switches, percentile, process_cpu_split
+from bench.procstat import context_switches, percentile, process_tree, tree_cpu_split
 
 CHECK_METHOD = "/envoy.service.auth.v3.Authorization/Check"
 CALL_TIMEOUT = 10.0
@@ -41,19 +43,26 @@ def serialized_requests(tokens: Sequence[str]) -> list[bytes]:
 
 
 async def _drive(
-    target: str, requests: Sequence[bytes], count: int, concurrency: int
+    target: str, requests: Sequence[bytes], count: int, concurrency: int, connections: int = 1
 ) -> dict[str, Any]:
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(
-            CHECK_METHOD,
-            request_serializer=None,
-            response_deserializer=external_auth_pb2.CheckResponse.FromString,
-        )
+    # a local subchannel pool: each channel opens a connection of its own
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(connections)]
+    try:
+        calls = [
+            channel.unary_unary(
+                CHECK_METHOD,
+                request_serializer=None,
+                response_deserializer=external_auth_pb2.CheckResponse.FromString,
+            )
+            for channel in channels
+        ]
         latencies: list[float] = []
         outcome = {"ok": 0, "denied": 0, "errors": 0}
         cursor = [0]
 
-        async def worker() -> None:
+        async def worker(n: int) -> None:
+            call = calls[n % len(calls)]
             while cursor[0] < count:
                 i = cursor[0]
                 cursor[0] += 1
@@ -70,8 +79,11 @@ async def _drive(
                     outcome["denied"] += 1
 
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
+        await asyncio.gather(*(worker(n) for n in range(min(concurrency, count))))
         wall = time.perf_counter() - started
+    finally:
+        for channel in channels:
+            await channel.close()
     latencies.sort()
     return {
         "wall_s": wall,
@@ -88,15 +100,17 @@ async def measure(
     warmup: Sequence[bytes],
     count: int,
     concurrency: int,
+    connections: int = 1,
 ) -> dict[str, Any]:
     if warmup:
-        await _drive(target, warmup, len(warmup), concurrency)
-    user_before, system_before = process_cpu_split(pid)
-    switches_before = context_switches(pid)
+        await _drive(target, warmup, len(warmup), concurrency, connections)
+    pids = process_tree(pid)
+    user_before, system_before = tree_cpu_split(pids)
+    switches_before = sum(context_switches(p) for p in pids)
     client_before = time.process_time()
-    result = await _drive(target, requests, count, concurrency)
-    user_after, system_after = process_cpu_split(pid)
-    switches = context_switches(pid) - switches_before
+    result = await _drive(target, requests, count, concurrency, connections)
+    user_after, system_after = tree_cpu_split(pids)
+    switches = sum(context_switches(p) for p in pids) - switches_before
     client_cpu = time.process_time() - client_before
     user, system = user_after - user_before, system_after - system_before
     server_cpu = user + system
@@ -139,7 +153,13 @@ async def run_plan(plan: dict[str, Any]) -> list[dict[str, Any]]:
             built[path] = serialized_requests(_tokens(Path(path)))
         print(f"    trial {n}/{len(trials)}: {trial['key']}", file=sys.stderr, flush=True)
         result = await measure(
-            target, int(trial["pid"]), built[path], warmup, int(trial["count"]), concurrency
+            target,
+            int(trial["pid"]),
+            built[path],
+            warmup,
+            int(trial["count"]),
+            concurrency,
+            int(trial.get("connections", 1)),
         )
         result["key"] = trial["key"]
         results.append(result)

@@ -44,3 +44,37 @@ def context_switches(pid: int) -> int:
         except FileNotFoundError:
             continue
     return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (the workers of a supervisor)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                text = handle.read()
+        except OSError:
+            continue
+        ppid = int(text[text.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, ()))
+    return tree
+
+
+def tree_cpu_split(pids: Sequence[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of `pids`, added up (those that exited count 0)."""
+    user = system = 0.0
+    for pid in pids:
+        try:
+            one = process_cpu_split(pid)
+        except OSError:
+            continue
+        user += one[0]
+        system += one[1]
+    return user, system

@@ -24,14 +24,18 @@ RATE = 250  # samples per second
 
 # The handler's parts: first match wins, looking anywhere in the stack.
 HANDLER_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("handler: decision log (log_decision)", ("log_decision (ext_authz/",)),
+    ("handler: decision log", ("log_decision (ext_authz/", "decision_line (ext_authz/")),
     ("handler: signature verify", ("verify_signature (ext_authz/",)),
     ("handler: token parse + claims", ("parse_signed (ext_authz/", "check_registered_claims (")),
     ("handler: verified-token cache", ("VerifiedTokenCache.",)),
     ("handler: Authorizer.check, rest", ("Authorizer.check (ext_authz/",)),
     ("handler: request_view", ("request_view (ext_authz/",)),
-    ("handler: check_response", ("check_response (ext_authz/",)),
-    ("handler: servicer Check, rest", ("AuthorizationService.Check (ext_authz/", ".Check (bench/")),
+    ("handler: answer memo", ("AnswerMemo.",)),
+    ("handler: check_response", ("check_response (ext_authz/", "response_bytes (ext_authz/")),
+    (
+        "handler: servicer Check, rest",
+        ("AuthorizationService.answer (ext_authz/", ".check (bench/", ".Check (bench/"),
+    ),
 )
 # Outside the handler: by the innermost frame only.
 LEAF_PARTS: tuple[tuple[str, tuple[str, ...]], ...] = (

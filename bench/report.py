@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from bench import charts
+from bench import charts, goals
 from bench.http_report import http_section
 
 SEEN_TARGET_US = 150.0
@@ -177,7 +177,8 @@ def inproc(data: dict[str, Any] | None) -> list[str]:
         "inline JWKS, keys from `StaticKeys`, tokens minted with PyJWT (RSA-2048, P-256). "
         "“Unseen token” reuses one token with the verified-token cache disabled; “unique "
         "tokens” sends a different token every call with the cache on (miss, verify, "
-        "insert). “servicer Check” is `AuthorizationService.Check` called directly with an "
+        "insert). “servicer Check” is `AuthorizationService.answer` (what the server calls: "
+        "serialised CheckResponse out) called directly with an "
         "Envoy-shaped CheckRequest: everything the server does per check except gRPC. "
         f"Reference: {data['reference_label']} of the same token, "
         f"{data['reference_us']:.1f} µs in this run.",
@@ -572,8 +573,9 @@ def analysis(results: dict[str, Any]) -> list[str]:
                 f"- **The decision log.** INFO vs warning on the same server: "
                 f"{_f(seen['server_us'])} vs {_f(quiet['server_us'])} µs per check "
                 f"({_f(diff)} µs for one JSON line; single-threaded `log_decision` is "
-                f"{single} µs). Each line builds a `LogRecord`, takes the handler lock and "
-                "makes a `write` system call from a check thread."
+                f"{single} µs). The check thread only queues the decision; the log "
+                "writer thread formats the JSON and writes lines in batches, in the same "
+                "process, so the CPU still counts."
             )
         else:
             out.append(
@@ -815,6 +817,7 @@ def render(results: dict[str, Any]) -> str:
     lines += header(results)
     lines += machine(results)
     lines += targets(results)
+    lines += goals.section(results)
     lines += charts.markdown(results.get("charts", []))
     lines += inproc(results.get("inproc"))
     lines += jwe_section(results.get("jwe"))

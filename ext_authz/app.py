@@ -9,22 +9,28 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import grpc
 
 from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.clock import SystemClock
-from ext_authz.decision_log import DecisionObserver, log_decision
+from ext_authz.decision_log import DecisionObserver, decision_logger
 from ext_authz.envoy.server import build_server, set_serving
 from ext_authz.http.door import start_http_door
 from ext_authz.keys.events import KeyEvent
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import IssuerKeys, KeyStatus
+from ext_authz.memo import DEFAULT_SIZE as DEFAULT_MEMO_SIZE
+from ext_authz.memo import AnswerMemo
 from ext_authz.metrics import Metrics, serve_metrics
 from ext_authz.policy.loader import PolicyError, load_policy
 from ext_authz.policy.model import Policy
 from ext_authz.tokens.cache import VerifiedTokenCache
 from ext_authz.tracing import TracingError, start_tracing, stop_tracing
+
+if TYPE_CHECKING:
+    from ext_authz.supervisor import WorkerControl
 
 log = logging.getLogger("ext_authz")
 
@@ -42,6 +48,10 @@ class ServeOptions:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     reload_interval: float = 2.0
+    decision_log: str = "all"  # all | deny | off
+    memo_size: int = DEFAULT_MEMO_SIZE  # remembered allow answers (0: none)
+    processes: int = 1  # more than 1: a supervisor runs that many serving processes
+    reuse_port: bool = False  # set by the supervisor for its workers
     otlp_endpoint: str | None = None
     http_listen: str | None = None  # HOST:PORT of the HTTP door (off when None)
 
@@ -170,8 +180,23 @@ def _stamp(paths: list[Path]) -> tuple[tuple[str, int, int, int], ...]:
     return tuple(stamps)
 
 
-def serve(options: ServeOptions) -> int:
-    """Run until SIGTERM or SIGINT. Returns the process exit code."""
+def restamp(
+    before: tuple[tuple[str, int, int, int], ...], files: list[Path]
+) -> tuple[tuple[str, int, int, int], ...]:
+    """Stamps for the files of a policy just loaded: a file watched before keeps the
+    stamp taken before the load, so an edit made while the reload ran is seen next time
+    (a stamp taken after the load would hide it)."""
+    earlier = {entry[0]: entry for entry in before}
+    return tuple(earlier.get(entry[0], entry) for entry in _stamp(files))
+
+
+def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
+    """Run until SIGTERM or SIGINT. Returns the process exit code. Under a supervisor
+    (`--processes N`), `control` carries its health verdict and reload commands."""
+    if options.processes > 1:
+        from ext_authz.supervisor import supervise
+
+        return supervise(options)
     try:
         policy = load_policy(options.config)
     except PolicyError as exc:
@@ -196,7 +221,13 @@ def serve(options: ServeOptions) -> int:
     authorizer = Authorizer.over(
         holder if tracer is None else tracer.traced_runtime(holder), clock, cache
     )
-    observers: list[DecisionObserver] = [log_decision]
+    memo: AnswerMemo[bytes] | None = (
+        AnswerMemo(holder, cache, clock, options.memo_size) if options.memo_size > 0 else None
+    )
+    observers: list[DecisionObserver] = []
+    log_line = decision_logger(options.decision_log)
+    if log_line is not None:
+        observers.append(log_line)
     if metrics is not None:
         observers.append(lambda decision, _id, seconds: metrics.observe_decision(decision, seconds))
     try:
@@ -207,14 +238,25 @@ def serve(options: ServeOptions) -> int:
             workers=options.workers,
             credentials=credentials,
             observers=observers,
+            memo=memo,
+            reuse_port=options.reuse_port,
             tracer=tracer,
         )
         http_door = start_http_door(
-            options.http_listen, holder, clock, cache, observers, tracer=tracer
+            options.http_listen,
+            holder,
+            clock,
+            cache,
+            observers,
+            reuse_port=options.reuse_port,
+            tracer=tracer,
         )
         if metrics is not None and options.metrics_listen is not None:
-            metrics.watch_runtime(holder.statuses, cache)
-            serve_metrics(metrics, options.metrics_listen)
+            metrics.watch_runtime(holder.statuses, cache, memo=memo)
+            if control is None:
+                serve_metrics(metrics, options.metrics_listen)
+            else:  # the supervisor serves the sum of its workers' metrics
+                metrics.publish_runtime()
     except (OSError, RuntimeError, ValueError) as exc:
         log.error("cannot start the servers", extra={"error": str(exc)})
         return 1
@@ -223,7 +265,8 @@ def serve(options: ServeOptions) -> int:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            reload_requested.set()
+            if control is None:  # a supervised worker reloads when all of them do
+                reload_requested.set()
             return
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
         stopping.set()
@@ -250,11 +293,19 @@ def serve(options: ServeOptions) -> int:
         if stopping.is_set():
             return
         failed = [n for n, s in manager.statuses().items() if s.status is KeyStatus.FAILED]
-        set_serving(health_servicer, True)
-        if http_door is not None:
-            http_door.set_serving(True)
+        if control is not None:
+            control.ready()  # the supervisor says SERVING once every worker is ready
+        else:
+            serving(True)
         log.info("serving", extra={"issuers_without_keys": failed})
 
+    def serving(flag: bool) -> None:
+        set_serving(health_servicer, flag)
+        if http_door is not None:
+            http_door.set_serving(flag)
+
+    if control is not None:
+        control.attach(serving, holder, metrics, options.config)
     threading.Thread(target=become_ready, name="ext-authz-ready", daemon=True).start()
     files = watched_files(policy)
     stamp = _stamp(files)
@@ -268,9 +319,10 @@ def serve(options: ServeOptions) -> int:
         if changed or reload_requested.is_set():
             reload_requested.clear()
             log.info("reloading policy", extra={"trigger": "change" if changed else "SIGHUP"})
+            before = stamp if options.reload_interval > 0 else _stamp(files)
             if holder.reload(options.config, metrics):
                 files = watched_files(holder.runtime.policy)
-                stamp = _stamp(files)
+                stamp = restamp(before, files)
     set_serving(health_servicer, False)
     if http_door is not None:
         http_door.set_serving(False)

@@ -9,6 +9,7 @@ from pathlib import Path
 from ext_authz import __version__
 from ext_authz.log import configure
 from ext_authz.policy.schema import CONTENT_ENCRYPTIONS, KEY_MANAGEMENT_ALGORITHMS
+from ext_authz.supervisor import process_count
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,6 +54,25 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         help="seconds between checks of the policy and its files for changes (0: SIGHUP only)",
+    )
+    serve.add_argument(
+        "--decision-log",
+        choices=["all", "deny", "off"],
+        default="all",
+        help="decision lines: every decision, denials only, or none (default %(default)s)",
+    )
+    serve.add_argument(
+        "--memo-size",
+        type=int,
+        default=10_000,
+        help="allow answers remembered per token and route (0: off; default %(default)s)",
+    )
+    serve.add_argument(
+        "--processes",
+        type=process_count,
+        default=1,
+        help="serving processes sharing the ports (SO_REUSEPORT) under one supervisor; "
+        "'auto': one per usable core (default %(default)s)",
     )
     serve.add_argument(
         "--otlp-endpoint",
@@ -145,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                 tls_key=args.tls_key,
                 tls_client_ca=args.tls_client_ca,
                 reload_interval=args.reload_interval,
+                decision_log=args.decision_log,
+                memo_size=args.memo_size,
+                processes=args.processes,
                 otlp_endpoint=args.otlp_endpoint,
                 http_listen=args.http_listen,
             )

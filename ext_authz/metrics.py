@@ -7,7 +7,9 @@ header value.
 
 from __future__ import annotations
 
+import logging
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -19,6 +21,7 @@ from prometheus_client.registry import Collector
 from ext_authz import __version__
 from ext_authz.decision import Decision, outcome
 from ext_authz.keys.store import IssuerKeys, KeyStatus
+from ext_authz.memo import AnswerMemo
 from ext_authz.tokens.cache import VerifiedTokenCache
 
 _BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -58,9 +61,11 @@ class Metrics:
             "Build information.",
             ["version", "python"],
             registry=self.registry,
+            multiprocess_mode="max",  # under a supervisor: one series, not one per process
         )
         build.labels(__version__, platform.python_version()).set(1)
         self._children: dict[tuple[str, str, str], Any] = {}
+        self._runtime: _RuntimeCollector | None = None
         self._timers: dict[str, Any] = {}
 
     def observe_decision(self, decision: Decision, seconds: float) -> None:
@@ -86,9 +91,60 @@ class Metrics:
         statuses: Callable[[], Mapping[str, IssuerKeys]],
         cache: VerifiedTokenCache | None,
         clock: Callable[[], float] = time.time,
+        memo: AnswerMemo[Any] | None = None,
     ) -> None:
-        """Report key state and the token cache at scrape time."""
-        self.registry.register(_RuntimeCollector(statuses, cache, clock))
+        """Report key state, the token cache and the answer memo at scrape time."""
+        self._runtime = _RuntimeCollector(statuses, cache, clock, memo)
+        self.registry.register(self._runtime)
+
+    def publish_runtime(self, interval: float = 1.0) -> None:
+        """Under a supervisor, whose endpoint reads only what workers write to the
+        multiprocess directory: copy the scrape-time figures there every `interval`
+        seconds (gauges: the highest of the live workers; counters: added up)."""
+        collector = self._runtime
+        if collector is None:
+            return
+        gauges: dict[str, Gauge] = {}
+        counters: dict[str, Counter] = {}
+        sent: dict[tuple[str, tuple[str, ...]], float] = {}
+
+        def publish() -> None:
+            for family in collector.collect():
+                for sample in family.samples:
+                    names = tuple(sample.labels)
+                    values = tuple(sample.labels.values())
+                    if family.type == "gauge":
+                        gauge = gauges.get(family.name)
+                        if gauge is None:
+                            gauge = gauges[family.name] = Gauge(
+                                family.name,
+                                family.documentation,
+                                names,
+                                registry=None,
+                                multiprocess_mode="livemax",
+                            )
+                        (gauge.labels(*values) if names else gauge).set(sample.value)
+                    elif sample.name.endswith("_total"):
+                        counter = counters.get(family.name)
+                        if counter is None:
+                            counter = counters[family.name] = Counter(
+                                family.name, family.documentation, names, registry=None
+                            )
+                        key = (family.name, values)
+                        delta = sample.value - sent.get(key, 0.0)
+                        if delta > 0:
+                            (counter.labels(*values) if names else counter).inc(delta)
+                            sent[key] = sample.value
+
+        def loop() -> None:
+            while True:
+                try:
+                    publish()
+                except Exception:  # a scrape-time figure must never stop the worker
+                    logging.getLogger("ext_authz.metrics").exception("publishing failed")
+                time.sleep(interval)
+
+        threading.Thread(target=loop, name="ext-authz-metrics", daemon=True).start()
 
 
 class _RuntimeCollector(Collector):
@@ -97,10 +153,12 @@ class _RuntimeCollector(Collector):
         statuses: Callable[[], Mapping[str, IssuerKeys]],
         cache: VerifiedTokenCache | None,
         clock: Callable[[], float],
+        memo: AnswerMemo[Any] | None = None,
     ) -> None:
         self._statuses = statuses
         self._cache = cache
         self._clock = clock
+        self._memo = memo
 
     def describe(self) -> list[Any]:
         return []
@@ -137,6 +195,17 @@ class _RuntimeCollector(Collector):
                 "ext_authz_token_cache_misses",
                 "Checks that verified their token.",
                 value=self._cache.misses,
+            )
+        if self._memo is not None:
+            yield CounterMetricFamily(
+                "ext_authz_answer_memo_hits",
+                "Checks answered from the memo of finished allow answers.",
+                value=self._memo.hits,
+            )
+            yield CounterMetricFamily(
+                "ext_authz_answer_memo_misses",
+                "Checks with a token on a `require` route that the memo could not answer.",
+                value=self._memo.misses,
             )
 
 

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 from collections.abc import Iterator
 
 import pytest
 
-from ext_authz.decision import Allow, Deny
-from ext_authz.decision_log import log_decision
+from ext_authz import decision_log as decision_log_module
+from ext_authz.decision import Allow, Decision, Deny
+from ext_authz.decision_log import decision_logger, log_decision
 from ext_authz.errors import DenialReason
-from ext_authz.log import BufferedStderrHandler, JsonFormatter, configure, direct_json_sink
+from ext_authz.log import (
+    PIPE_BUF,
+    BufferedStderrHandler,
+    JsonFormatter,
+    configure,
+    direct_json_sink,
+    write_whole_lines,
+)
 
 
 @pytest.fixture
@@ -87,3 +97,109 @@ def test_lines_are_written_in_batches_and_on_flush(
     server_logging.flush()
     (line,) = lines(capsys.readouterr().err)
     assert line["msg"] == "hello" and line["n"] == 1
+
+
+def test_the_check_thread_only_queues_the_decision_and_the_writer_formats_it(
+    server_logging: BufferedStderrHandler,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root = logging.getLogger()
+    listening = root.handlers[:]
+    root.handlers[:] = [server_logging]
+    formatted_on: list[str] = []
+    original = decision_log_module.decision_line
+
+    def recording(*args: object) -> str:
+        formatted_on.append(threading.current_thread().name)
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(decision_log_module, "decision_line", recording)
+    try:
+        log_decision(Deny(DenialReason.NO_ROUTE, "r"), "id-q", 0.0)
+        assert formatted_on == []  # nothing formatted on the calling thread
+    finally:
+        root.handlers[:] = listening
+    flusher = threading.Thread(target=server_logging.flush, name="writer")
+    flusher.start()
+    flusher.join()
+    assert formatted_on == ["writer"]
+    (line,) = lines(capsys.readouterr().err)
+    assert line["decision_id"] == "id-q" and line["reason"] == "no_route"
+
+
+@pytest.mark.parametrize(
+    ("mode", "logged"),
+    [("all", ["allow", "dry_run", "deny"]), ("deny", ["dry_run", "deny"]), ("off", [])],
+)
+def test_decision_log_modes(mode: str, logged: list[str], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    observer = decision_logger(mode)
+    decisions: list[Decision] = [
+        Allow("orders", issuer="corp"),
+        Allow("orders", dry_run=DenialReason.SCOPE_MISSING),
+        Deny(DenialReason.TOKEN_MISSING, "r", route="orders"),
+    ]
+    if observer is not None:
+        for n, decision in enumerate(decisions):
+            observer(decision, f"id-{n}", 0.0)
+    assert [getattr(r, "result", None) for r in caplog.records] == logged
+    with pytest.raises(ValueError, match="decision log mode"):
+        decision_logger("some")
+
+
+def test_shared_stderr_gets_whole_lines_in_writes_no_larger_than_a_pipe_buffer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        many = [json.dumps({"n": n, "pad": "x" * 90}) for n in range(200)]
+        long = "y" * (PIPE_BUF * 2)
+        writes: list[int] = []
+        real_write = os.write
+
+        def counting(fd: int, data: bytes | memoryview) -> int:
+            writes.append(len(data))
+            return real_write(fd, data)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(os, "write", counting)
+            write_whole_lines(write_end, [*many, long])
+        os.close(write_end)
+        received = b""
+        while chunk := os.read(read_end, 65536):
+            received += chunk
+    finally:
+        os.close(read_end)
+    assert received.decode().splitlines() == [*many, long]
+    assert all(size <= PIPE_BUF for size in writes[:-1]) and writes[-1] == len(long) + 1
+
+
+def test_a_decision_line_is_the_json_the_formatter_would_write() -> None:
+    for decision in (
+        Allow("orders", issuer="corp", subject='a "quoted"\nname', log_subject=True),
+        Allow("orders", notes=("x-email: dropped",)),
+        Deny(DenialReason.SCOPE_MISSING, "r", route="é/ü", detail="needs \\ scope"),
+        Deny(DenialReason.NO_ROUTE, "r"),
+    ):
+        line = decision_log_module.decision_line(decision, "id\u2028", 0.0012345, 1_800_000_000.5)
+        expected = {
+            "ts": "2027-01-15T08:00:00.500Z",
+            "level": "info",
+            "logger": "ext_authz.decision",
+            "msg": "decision",
+            **decision_log_module.decision_fields(decision, "id\u2028", 0.0012345),
+        }
+        assert json.loads(line) == expected
+        assert line.isascii()
+
+
+def test_a_decision_seen_again_renders_with_its_own_id_and_latency() -> None:
+    allow = Allow("orders", issuer="corp", subject="s", log_subject=True)
+    for n in range(3):  # the second and third lines reuse the decision's fragments
+        line = json.loads(
+            decision_log_module.decision_line(allow, f"id-{n}", n / 1000, 1_800_000_000.0)
+        )
+        assert line["decision_id"] == f"id-{n}" and line["latency_ms"] == n
+        assert line["route"] == "orders" and line["subject"] == "s"
+        assert line["result"] == "allow" and line["status"] == 200

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from ext_authz.app import _stamp, restamp
 from ext_authz.demo.run import wait_for_grpc_serving
 from tests.support.grpc_check import CheckClient
 from tests.support.jwks_server import jwks_server
@@ -87,7 +88,9 @@ def test_metrics_count_a_known_mix_of_decisions(tmp_path: Path) -> None:
     assert decisions("read-orders", "deny", "scope_missing") == 1
     assert decisions("everything-else", "deny", "route_deny") == 1
     assert samples[("ext_authz_check_duration_seconds_count", (("result", "allow"),))] == 3
-    assert samples[("ext_authz_token_cache_hits_total", ())] == 2
+    # the repeated allows come from the answer memo, before the token cache
+    assert samples[("ext_authz_answer_memo_hits_total", ())] == 2
+    assert samples[("ext_authz_token_cache_hits_total", ())] == 0
     assert samples[("ext_authz_keys", (("issuer", "corp"),))] == 1
     assert samples[("ext_authz_keys_state", (("issuer", "corp"), ("state", "static")))] == 1
     assert any(name == "ext_authz_build_info" for name, _ in samples)
@@ -141,7 +144,8 @@ def test_policy_edit_changes_decisions_and_a_broken_edit_changes_nothing(
             assert client.check("/api/orders", mint(CORP)).status == 200
             samples = scrape(metrics_port)
             assert samples[("ext_authz_policy_reloads_total", (("result", "ok"),))] == 1
-            assert "policy.yaml:" in server.stderr_text(1_000_000)
+            # the log writer batches lines (every 0.2 s): wait for the refusal's line
+            assert wait_until(lambda: "policy.yaml:" in server.stderr_text(1_000_000))
             # SIGHUP reloads too
             policy.write_text(policy_yaml(CORP), encoding="utf-8")
             server.proc.send_signal(signal.SIGHUP)
@@ -328,3 +332,15 @@ def test_envoy_talks_mtls_to_the_server(static_policy: Path, pki: Pki, tmp_path:
     finally:
         upstream.shutdown()
         upstream.server_close()
+
+
+def test_an_edit_during_a_reload_is_seen_by_the_next_poll(tmp_path: Path) -> None:
+    policy, keys = tmp_path / "policy.yaml", tmp_path / "keys.json"
+    policy.write_text("first", encoding="utf-8")
+    before = _stamp([policy])
+    policy.write_text("edited while the reload ran", encoding="utf-8")  # after the load
+    keys.write_text("{}", encoding="utf-8")  # a file the new policy starts to reference
+    after = restamp(before, [policy, keys])
+    assert after[0] == before[0]  # so the next poll differs and reloads again
+    assert _stamp([policy, keys]) != after
+    assert after[1] == _stamp([keys])[0]

@@ -39,6 +39,56 @@ def _metadata(
     return metadata
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+def response_bytes(decision: Decision) -> bytes:
+    """The serialised `CheckResponse` for `decision`, without a decision id: the part
+    an answer memo may keep."""
+    return bytes(check_response(decision, None).SerializeToString())
+
+
+def with_decision_id(response: bytes, decision_id: str) -> bytes:
+    """`response` plus `dynamic_metadata.decision_id`.
+
+    Protobuf merges a message field that occurs twice and appends map entries, so a
+    second `dynamic_metadata` (field 4) holding one `fields` entry (a `Struct` map
+    entry: key 1, `Value` 2 with `string_value` 3) adds the id to the metadata already
+    serialised: the same message `check_response(decision, decision_id)` builds."""
+    raw = decision_id.encode("utf-8")
+    size = len(raw)
+    if size <= _SHORT_ID:  # every length below fits one varint byte: the usual case
+        return b"".join((response, _SHORT_HEAD[size], raw))
+    value = _field(0x1A, raw)  # Value.string_value
+    entry = _field(0x0A, b"decision_id") + _field(0x12, value)  # map entry: key, value
+    return response + _field(0x22, _field(0x0A, entry))  # CheckResponse.dynamic_metadata
+
+
+_SHORT_ID = 100  # the largest id whose enclosing lengths all stay below 128
+
+
+def _short_head(size: int) -> bytes:
+    """Everything `with_decision_id` puts before an id of `size` bytes (< 128 - 27)."""
+    value = 2 + size  # tag and length of Value.string_value, then the id
+    entry = 13 + 2 + value  # key field ("decision_id"), then tag and length of the Value
+    fields = 2 + entry  # Struct.fields: tag and length of the map entry
+    head = bytes((0x22, fields, 0x0A, entry, 0x0A, 11)) + b"decision_id"
+    return head + bytes((0x12, value, 0x1A, size))
+
+
+_SHORT_HEAD = tuple(_short_head(size) for size in range(_SHORT_ID + 1))
+
+
 def check_response(
     decision: Decision, decision_id: str | None = None
 ) -> external_auth_pb2.CheckResponse:

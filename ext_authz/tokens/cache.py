@@ -54,6 +54,11 @@ class VerifiedTokenCache:
             self.hits += 1
         return entry
 
+    def peek(self, token: str) -> VerifiedToken | None:
+        """The entry for `token`, not counted as a hit or a miss."""
+        with self._lock:
+            return self._entries.get(token)
+
     def put(self, token: str, entry: VerifiedToken) -> None:
         with self._lock:
             self._entries[token] = entry
