@@ -443,7 +443,9 @@ class Supervisor:
 
 
 def _warn_unshared_keys(policy: Any, processes: int) -> None:
-    unshared = [issuer.name for issuer in policy.remote_issuers if issuer.keys.cache == "memory"]
+    unshared = [
+        issuer.name for issuer in policy.remote_issuers if issuer.source.settings.cache == "memory"
+    ]
     if processes > 1 and unshared:
         log.warning(
             "each process fetches these issuers' keys itself: set keys.cache to a Redis "

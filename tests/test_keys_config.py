@@ -102,7 +102,9 @@ def test_per_issuer_overrides_inherit_the_rest(tmp_path: Path) -> None:
         + "keys:\n  default_ttl: 5m\n  max_stale: 2d\n  cache: redis://cache\n"
         + ROUTES
     )
-    settings = compile_policy_text(text, label="p", base_dir=tmp_path).issuers["corp"].keys
+    settings = (
+        compile_policy_text(text, label="p", base_dir=tmp_path).issuers["corp"].source.settings
+    )
     assert (settings.refetch_cooldown, settings.max_stale, settings.default_ttl) == (
         2.0,
         3600.0,

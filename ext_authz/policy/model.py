@@ -13,7 +13,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ext_authz.keys.source import KeySettings, KeySource
+from ext_authz.keys.source import KeySource
 from ext_authz.policy.path_regex import PathRegex
 from ext_authz.tokens.credentials import TokenSources
 from ext_authz.tokens.decrypt import DecryptionConfig
@@ -40,11 +40,6 @@ class IssuerPolicy:
     def issuer(self) -> str:
         """The `iss` its tokens carry."""
         return self.source.issuer
-
-    @property
-    def keys(self) -> KeySettings:
-        """Compatibility name of `source.settings`."""
-        return self.source.settings
 
 
 @dataclass(frozen=True, slots=True)
