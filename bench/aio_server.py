@@ -24,7 +24,6 @@ from envoy.service.auth.v3 import external_auth_pb2
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ext_authz.app import PolicyHolder
 from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.clock import SystemClock
 from ext_authz.envoy.server import AUTHORIZATION_SERVICE, AuthorizationService
@@ -71,10 +70,10 @@ async def serve(config: Path, listen: str, memo_size: int = DEFAULT_MEMO_SIZE) -
     clock = SystemClock()
     keys = KeyManager(clock=clock)
     cache = VerifiedTokenCache(clock, maxsize=TOKEN_CACHE_SIZE)
-    authorizer = Authorizer(PolicyHolder(policy), keys, clock, cache)
+    runtime = Runtime(policy, keys)
+    authorizer = Authorizer.over(lambda: runtime, clock, cache)
     memo: AnswerMemo[bytes] | None = None
     if memo_size > 0:
-        runtime = Runtime(policy, keys)
         memo = AnswerMemo(lambda: runtime, cache, clock, memo_size)
     authorization = AuthorizationService(authorizer, policy.realm, memo=memo)
     server = grpc.aio.server(options=SERVER_OPTIONS)
@@ -90,7 +89,7 @@ async def serve(config: Path, listen: str, memo_size: int = DEFAULT_MEMO_SIZE) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    keys.start(policy.issuers)
+    keys.start(policy.key_sources)
     await server.start()
     await loop.run_in_executor(None, keys.wait_ready)
     for service in ("", AUTHORIZATION_SERVICE):

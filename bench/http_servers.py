@@ -28,10 +28,10 @@ from ext_authz.errors import DenialReason
 from ext_authz.http.answer import decision_answer
 from ext_authz.http.server import Checker
 from ext_authz.http.view import BadHttpRequest, Endpoint, endpoint_of, request_view
-from ext_authz.keys.store import StaticKeys
 from ext_authz.log import configure
 from ext_authz.policy.loader import load_policy
 from ext_authz.tokens.cache import VerifiedTokenCache
+from tests.support.doubles import StaticKeys
 
 SERVERS = ("raw", "uvicorn", "granian")
 PACKAGES = ("uvicorn", "granian")
@@ -63,10 +63,7 @@ class Handler:
 
     def __init__(self, policy_path: str) -> None:
         policy = load_policy(policy_path)
-        keys = StaticKeys(
-            {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
-        )
-        runtime = Runtime(policy, keys)
+        runtime = Runtime(policy, StaticKeys.of(policy))
         self.realm = policy.realm
         clock = SystemClock()
         self.checker = Checker(lambda: runtime, clock, VerifiedTokenCache(clock, maxsize=10_000))

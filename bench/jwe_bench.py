@@ -38,9 +38,9 @@ from ext_authz.algorithms import CONTENT_ENCRYPTION, CONTENT_ENCRYPTIONS, KEY_MA
 from ext_authz.authorizer import Authorizer
 from ext_authz.clock import SystemClock
 from ext_authz.decision import Allow
-from ext_authz.keys.store import StaticKeys
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.request import RequestView
+from tests.support.doubles import StaticKeys
 from tests.support.jwe_tokens import (
     EC_P256,
     KW128,

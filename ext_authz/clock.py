@@ -1,4 +1,5 @@
-"""Time as a seam: the pipeline asks a clock, tests hand it a fixed one."""
+"""Time as a seam: the pipeline asks a clock (tests hand it a fixed one:
+`tests.support.doubles.FixedClock`)."""
 
 from __future__ import annotations
 
@@ -22,21 +23,3 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
-
-
-class FixedClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self._now = now
-        self._mono = 1000.0
-
-    def now(self) -> float:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._mono
-
-    def advance(self, seconds: float) -> None:
-        self._now += seconds
-        self._mono += seconds

@@ -38,7 +38,6 @@ from joserfc.jwk import ECKey, OctKey, RSAKey
 from joserfc.jws import JWSRegistry
 from jwcrypto import jwk as jwcrypto_jwk
 
-from ext_authz.clock import FixedClock
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.bucket import REFETCH_BURST
 from ext_authz.keys.decryption_keys import parse_decryption_jwks
@@ -56,6 +55,7 @@ from tests.support.checks import (
     audit_watch,
     check_request,
 )
+from tests.support.doubles import FixedClock
 from tests.support.jwks_server import jwks_server
 from tests.support.service import (
     ENC_EC,

@@ -16,15 +16,15 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.errors import DenialReason
 from ext_authz.keys.jwks import KeySet, parse_jwks
-from ext_authz.keys.store import IssuerKeys, KeyStatus, StaticKeys
+from ext_authz.keys.store import IssuerKeys, KeyStatus
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedTokenCache
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.tokens import (
     CORP,
     EDGE,

@@ -18,13 +18,12 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Deny
 from ext_authz.explain import explain, parse_header_args
-from ext_authz.keys.store import StaticKeys
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.request import RequestView
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.tokens import CORP, NOW, PARTNER, ROGUE_RSA, mint, policy_yaml
 
 GOLDEN = Path(__file__).parent / "golden" / "explain"

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from ext_authz.authorizer import Runtime
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Decision
 from ext_authz.http.server import HttpDoor, HttpLimits, build_http_door
 from ext_authz.keys.jwks import KeySet
-from ext_authz.keys.store import IssuerKeys, KeyStatus, StaticKeys
+from ext_authz.keys.store import IssuerKeys, KeyStatus
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import Policy
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.http_wire import Wire, WireResponse, request
 from tests.support.tokens import CORP, NOW, PARTNER, mint, policy_yaml
 

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Deny
 from ext_authz.errors import DenialReason, Denied
-from ext_authz.keys.store import StaticKeys
 from ext_authz.policy.loader import PolicyError, compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.request import RequestView
 from ext_authz.tokens.credentials import BEARER, HeaderSource, TokenSources, find_token
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.tokens import CORP, NOW, PARTNER, mint
 
 SOURCES = TokenSources((HeaderSource("x-auth-token", "Token "),), ("session",))

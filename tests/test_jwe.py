@@ -18,19 +18,18 @@ from jwcrypto import jwk
 
 from ext_authz import algorithms
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.envoy.response import check_response
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.explain import explain
 from ext_authz.keys.decryption_keys import DecryptionKeyError, parse_decryption_jwks
-from ext_authz.keys.store import StaticKeys
 from ext_authz.policy import schema
 from ext_authz.policy.loader import PolicyError, PolicyProblem, compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedTokenCache
 from ext_authz.tokens.decrypt import decrypt_token
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.jwe_tokens import (
     CEK_BYTES,
     CIPHERTEXT,

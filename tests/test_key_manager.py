@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from ext_authz.clock import FixedClock
 from ext_authz.keys.bucket import REFETCH_BURST
 from ext_authz.keys.events import KeyEvent, KeyOrigin
 from ext_authz.keys.fetch import FetchedKeys, HttpJwksFetcher, ttl_from_cache_control
@@ -28,6 +27,7 @@ from ext_authz.keys.source import KeySource
 from ext_authz.keys.store import KeyStatus
 from ext_authz.policy.model import Policy
 from tests.support import tokens
+from tests.support.doubles import FixedClock
 from tests.support.jwks_server import JwksServer, jwks_server
 from tests.support.keys import (
     KEY_UNKNOWN,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ext_authz.clock import FixedClock
 from ext_authz.keys.bucket import REFETCH_BURST, BucketRule, RefetchBucket, refetch_rule
+from tests.support.doubles import FixedClock
 
 
 @given(

@@ -19,13 +19,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from ext_authz.clock import FixedClock
 from ext_authz.keys.decryption_keys import DecryptionKeyError, parse_decryption_jwks
 from ext_authz.keys.jwks import parse_jwks
-from ext_authz.keys.store import StaticKeys
 from ext_authz.keys.weak_ed25519 import is_small_order_ed25519
 from ext_authz.keys.weak_rsa import has_close_primes
 from ext_authz.policy.loader import compile_policy_text
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.keys import KEY_UNKNOWN, Checker
 from tests.support.tokens import AUDIENCE, CORP, EDGE, NOW, b64json, b64url, public_jwk
 

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from ext_authz.clock import FixedClock
 from ext_authz.keys.cache import CachedJwks, store_id
 from ext_authz.keys.disk import DiskCacheError, DiskKeyCache
 from ext_authz.keys.events import KeyEvent, KeyOrigin
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import KeyStatus
 from ext_authz.policy.model import Policy
+from tests.support.doubles import FixedClock
 from tests.support.jwks_server import JwksServer, jwks_server
 from tests.support.keys import KEYS_UNAVAILABLE, Checker, Remote, eventually, make_policy
 from tests.support.tokens import CORP, NOW, mint

@@ -20,7 +20,6 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from ext_authz.clock import FixedClock
 from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.keys.bucket import REFETCH_BURST
 from ext_authz.keys.cache import KEY_PREFIX, store_id
@@ -28,6 +27,7 @@ from ext_authz.keys.events import KeyEvent, KeyOrigin
 from ext_authz.keys.manager import KeyManager
 from ext_authz.keys.store import KeyStatus
 from ext_authz.policy.model import Policy
+from tests.support.doubles import FixedClock
 from tests.support.jwks_server import JwksServer, jwks_server
 from tests.support.keys import (
     KEY_UNKNOWN,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ext_authz.clock import FixedClock
 from ext_authz.keys_status import EXIT_NO_KEYS, EXIT_OK, EXIT_POLICY, keys_status
+from tests.support.doubles import FixedClock
 from tests.support.jwks_server import JwksServer, jwks_server
 from tests.support.keys import Remote, policy_text
 from tests.support.redis_server import redis_server

@@ -10,7 +10,6 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2
 
 from ext_authz.authorizer import Authorizer, Runtime
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow
 from ext_authz.envoy.response import check_response, response_bytes, with_decision_id
 from ext_authz.envoy.server import AuthorizationService
@@ -20,6 +19,7 @@ from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.tokens.cache import VerifiedTokenCache
 from tests.support.checks import Outcome, RecordingKeys, check
+from tests.support.doubles import FixedClock
 from tests.support.tokens import CORP, NOW, PARTNER, mint, policy_yaml
 
 LEEWAY = 60

@@ -12,14 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.errors import DenialReason
-from ext_authz.keys.store import StaticKeys
 from ext_authz.policy.claim_headers import Unrenderable, format_value, render
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.request import RequestView
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.tokens import CORP, NOW, mint, policy_yaml
 
 ROUTES = """\

@@ -17,15 +17,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Deny
 from ext_authz.envoy.server import AuthorizationService
 from ext_authz.errors import DenialReason
-from ext_authz.keys.store import StaticKeys
 from ext_authz.policy.loader import PolicyError, compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.policy.routes import MAX_PATH_LENGTH, choose_route, normal_host, normal_path
 from ext_authz.request import RequestView
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.grpc_check import check_request, verdict
 from tests.support.tokens import NOW
 

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.envoy.request import MAX_HEADERS
 from ext_authz.envoy.server import AuthorizationService
-from ext_authz.keys.store import StaticKeys
 from ext_authz.policy.loader import compile_policy_text
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.grpc_check import check_request, verdict
 from tests.support.tokens import CORP, NOW, policy_yaml
 

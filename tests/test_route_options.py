@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Allow, Decision, Deny
 from ext_authz.envoy.server import AuthorizationService
 from ext_authz.errors import DenialReason
-from ext_authz.keys.store import StaticKeys
 from ext_authz.policy.loader import PolicyError, compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.request import RequestView
+from tests.support.doubles import FixedClock, StaticKeys
 from tests.support.tokens import CORP, NOW, mint, policy_yaml
 
 ROUTES = """\

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ext_authz.clock import FixedClock
 from ext_authz.decision import Deny
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.decryption_keys import DecryptionKeyError, parse_decryption_jwks
@@ -34,6 +33,7 @@ from ext_authz.policy.loader import PolicyError, compile_policy_text, load_polic
 from ext_authz.tokens.decrypt import decrypt_token
 from ext_authz.tokens.format import parse_signed
 from tests.support.checks import Outcome, check
+from tests.support.doubles import FixedClock
 from tests.support.jwks_server import jwks_server
 from tests.support.service import (
     ENC_EC,

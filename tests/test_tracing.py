@@ -21,7 +21,6 @@ import pytest
 
 from ext_authz import tracing
 from ext_authz.authorizer import Authorizer, Runtime
-from ext_authz.clock import FixedClock
 from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.envoy.config import EnvoyParams
@@ -31,6 +30,7 @@ from ext_authz.policy.loader import compile_policy_text
 from ext_authz.request import RequestView
 from tests.support import tokens
 from tests.support.checks import RecordingKeys
+from tests.support.doubles import FixedClock
 from tests.support.grpc_check import CheckClient
 from tests.support.jwe_tokens import RSA_ENC, decryption_yaml, encrypt_nested
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver

@@ -47,7 +47,9 @@ class KeyProvider(Protocol):
 
 
 class StaticKeys:
-    """A key provider over fixed key sets (local files, inline keys, tests)."""
+    """A key provider over fixed key sets. Nothing of the server uses it: the test double
+    is `tests.support.doubles.StaticKeys`; this copy stays only while `bench/inproc.py`
+    imports it from here (`tests/test_no_test_doubles_shipped.py` names it)."""
 
     def __init__(self, keys: dict[str, KeySet]) -> None:
         self._keys = {name: IssuerKeys(ks, KeyStatus.STATIC) for name, ks in keys.items()}

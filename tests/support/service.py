@@ -24,12 +24,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jwcrypto import jwe, jwk
 
 from ext_authz.authorizer import Authorizer
-from ext_authz.clock import FixedClock
 from ext_authz.envoy.server import AuthorizationService
 from ext_authz.keys.store import KeyProvider
 from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import Policy
 from tests.support.checks import Outcome, RecordingKeys, check
+from tests.support.doubles import FixedClock
 from tests.support.tokens import (
     AUDIENCE,
     CORP,
