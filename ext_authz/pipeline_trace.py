@@ -58,6 +58,3 @@ class Trace:
 
     def failed(self, denied: Denied, phase: str | None = None) -> None:
         self.steps.append(Step(phase or self.phase, False, denied.detail, denied.reason))
-
-    def first_failure(self) -> Step | None:
-        return next((step for step in self.steps if not step.held), None)

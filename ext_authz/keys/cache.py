@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiocache.serializers import BaseSerializer  # type: ignore[import-untyped]
+from redis.exceptions import RedisError, WatchError
 
 from ext_authz import strict_json
 from ext_authz.clock import Clock
@@ -156,15 +157,6 @@ def store_id(source: KeySource) -> str:
     return hashlib.sha256(material).hexdigest()[:32]
 
 
-def _redis_errors() -> tuple[type[BaseException], ...]:
-    errors: tuple[type[BaseException], ...] = (OSError, TimeoutError)
-    try:
-        from redis.exceptions import RedisError
-    except ImportError:  # pragma: no cover - redis is a dependency
-        return errors
-    return (*errors, RedisError)
-
-
 class KeyCache:
     """One cache backend, shared by the issuers configured with the same `keys.cache`."""
 
@@ -183,7 +175,7 @@ class KeyCache:
         self._target: RedisTarget | None = None
         self._problem: str | None = None  # why Redis is not in use, while it is not
         self._retry_at: float | None = None  # monotonic
-        self._errors = _redis_errors()
+        self._errors: tuple[type[BaseException], ...] = (OSError, TimeoutError, RedisError)
         try:
             self._target = parse_cache_url(setting)
         except CacheUrlError as exc:
@@ -241,8 +233,6 @@ class KeyCache:
         by every replica). Without Redis: granted (the local bucket still applies)."""
 
         async def attempt(redis: Any) -> bool:
-            from redis.exceptions import WatchError
-
             now = self._clock.now()
             async with redis.client.pipeline(transaction=True) as pipe:
                 for _ in range(BUCKET_RETRIES):

@@ -47,7 +47,6 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
 
 # What a compact JWS/JWE may hold: base64url segments and dots.
 _COMPACT = re.compile(r"[A-Za-z0-9\-_.]+")
-_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +142,3 @@ def find_token(headers: Mapping[str, str], sources: TokenSources | None) -> str 
     if len(found) > 1:
         raise Denied(DenialReason.AUTHORIZATION_MULTIPLE, "more than one credential")
     return found[0] if found else None
-
-
-def valid_cookie_name(name: str) -> bool:
-    return bool(_COOKIE_NAME.fullmatch(name))
