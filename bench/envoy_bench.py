@@ -36,7 +36,7 @@ from bench.procs import (
 )
 from bench.procstat import process_cpu_seconds
 from bench.wrk import run_wrk
-from ext_authz.demo.run import envoy_binary, random_base_id
+from ext_authz.demo.processes import envoy_binary, random_base_id
 from ext_authz.envoy.config import READY_PATH, EnvoyParams
 
 PATH = f"{PROTECTED_PREFIX}/42"

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from ext_authz.demo.run import envoy_binary
+from ext_authz.demo.processes import envoy_binary
 
 LIBRARIES = (
     "grpcio",

@@ -1,22 +1,33 @@
-"""Child processes for the benchmarks: started in their own session, stopped by pid."""
+"""Child processes for the benchmarks, on the helpers the demo and the tests use
+(`ext_authz.demo.processes`): started in their own session, stopped by pid."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from ext_authz.demo.processes import (
+    LOOPBACK,
+    ChildProcess,
+    StartupError,
+    free_port,
+    wait_for_grpc_serving,
+)
 
-LOOPBACK = "127.0.0.1"
+__all__ = [
+    "LOOPBACK",
+    "BenchError",
+    "Child",
+    "child",
+    "free_port",
+    "python_env",
+    "python_module",
+    "wait_grpc_serving",
+]
+
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
@@ -25,15 +36,9 @@ class BenchError(RuntimeError):
     """A component of a benchmark could not be started or misbehaved."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Child:
-    """A subprocess whose stderr goes to ``stderr_path`` (or /dev/null when None)."""
+class Child(ChildProcess):
+    """A benchmark's child: stdout to /dev/null, stderr to `stderr_path` (or /dev/null,
+    where a case measures the server's default logging)."""
 
     def __init__(
         self,
@@ -42,55 +47,24 @@ class Child:
         stderr_path: Path | None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.name = name
-        self.cmd = list(cmd)
-        self.stderr_path = stderr_path
-        self._stderr: IO[bytes] | None = stderr_path.open("wb") if stderr_path else None
-        self.proc = subprocess.Popen(
-            self.cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr if self._stderr is not None else subprocess.DEVNULL,
-            start_new_session=True,
-            env=env if env is not None else python_env(),
+        super().__init__(
+            name, cmd, stderr_path=stderr_path, env=env if env is not None else python_env()
         )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        self._stderr_kept = stderr_path is not None
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not self.exited()
 
     def stderr_tail(self, limit: int = 2000) -> str:
-        if self.stderr_path is None:
+        if not self._stderr_kept:
             return "(stderr was sent to /dev/null)"
-        if self._stderr is not None:
-            self._stderr.flush()
-        try:
-            data = self.stderr_path.read_bytes()
-        except OSError:
-            return ""
-        return data[-limit:].decode("utf-8", "replace")
+        return self.stderr_text(limit)
 
     def describe(self) -> str:
         return (
             f"{self.name} (pid {self.pid}) exited with {self.proc.poll()}: "
             f"{' '.join(self.cmd)}\n{self.stderr_tail()}"
         )
-
-    def stop(self) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-        finally:
-            if self._stderr is not None:
-                self._stderr.close()
 
 
 @contextmanager
@@ -104,7 +78,7 @@ def child(
     try:
         yield process
     finally:
-        process.stop()
+        process.stop(STOP_TIMEOUT)
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -112,21 +86,12 @@ def python_module(module: str, *args: str) -> list[str]:
 
 
 def wait_grpc_serving(port: int, process: Child, timeout: float = START_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if not process.alive():
-                raise BenchError(process.describe())
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"{process.name} not SERVING within {timeout:g} s")
-            time.sleep(0.1)
+    try:
+        serving = wait_for_grpc_serving(LOOPBACK, port, timeout, proc=process)
+    except StartupError:
+        raise BenchError(process.describe()) from None
+    if not serving:
+        raise BenchError(f"{process.name} not SERVING within {timeout:g} s")
 
 
 def python_env() -> dict[str, str]:

@@ -26,12 +26,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ext_authz.decision import Allow, Deny, outcome
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.errors import DenialReason
 from ext_authz.keys.store import KeyStatus
 from tests.support.grpc_check import CheckClient
 from tests.support.jwks_server import jwks_server
-from tests.support.processes import free_port, running
+from tests.support.processes import free_port, running, wait_for_grpc_serving
 from tests.support.tokens import CORP, mint_live
 
 REPO = Path(__file__).resolve().parent.parent

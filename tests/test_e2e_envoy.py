@@ -20,11 +20,16 @@ from typing import Any
 import httpx
 import pytest
 
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.envoy.config import EnvoyParams
 from tests.support.jwks_server import JwksServer, jwks_server
-from tests.support.processes import ChildProcess, free_port, running, start_envoy
+from tests.support.processes import (
+    ChildProcess,
+    free_port,
+    running,
+    start_envoy,
+    wait_for_grpc_serving,
+)
 from tests.support.tokens import CORP, PARTNER, ROGUE_RSA
 from tests.support.tokens import mint_live as mint
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.envoy.config import EnvoyParams
 from tests.support.jwe_tokens import (
@@ -29,7 +28,7 @@ from tests.support.jwe_tokens import (
     write_decryption_jwks,
 )
 from tests.support.jwks_server import jwks_server
-from tests.support.processes import free_port, running, start_envoy
+from tests.support.processes import free_port, running, start_envoy, wait_for_grpc_serving
 from tests.support.tokens import CORP, EDGE, PARTNER
 from tests.support.tokens import mint_live as mint
 

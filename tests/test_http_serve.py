@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ext_authz.demo.run import wait_for_grpc_serving
-from tests.support.processes import free_port, running, wait_for_http
+from tests.support.processes import free_port, running, wait_for_grpc_serving, wait_for_http
 from tests.support.tokens import CORP, mint_live
 
 START_TIMEOUT = 30.0

@@ -20,7 +20,6 @@ import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.keys.bucket import REFETCH_BURST
 from ext_authz.keys.cache import KEY_PREFIX, store_id
 from ext_authz.keys.events import KeyEvent, KeyOrigin
@@ -37,7 +36,7 @@ from tests.support.keys import (
     make_policy,
     write_policy,
 )
-from tests.support.processes import free_port, running
+from tests.support.processes import free_port, running, wait_for_grpc_serving
 from tests.support.redis_server import RedisServer, redis_server
 from tests.support.tokens import CORP, NOW, ROGUE_RSA, mint, mint_live, public_jwk
 

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.policy.loader import PolicyError, compile_policy_text, load_policy
 from ext_authz.policy.yaml_source import MAX_DEPTH, MAX_NODES
 from tests.support.grpc_check import CheckClient
-from tests.support.processes import free_port, running
+from tests.support.processes import free_port, running, wait_for_grpc_serving
 from tests.support.tokens import CORP, policy_yaml
 
 GOOD = """\

@@ -27,12 +27,11 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.supervisor import ProcessCountError, process_count, usable_cores
 from tests.support.grpc_check import Verdict, check_request, verdict
 from tests.support.jwks_server import jwks_server
 from tests.support.keys import Remote, policy_text
-from tests.support.processes import ChildProcess, free_port, running
+from tests.support.processes import ChildProcess, free_port, running, wait_for_grpc_serving
 from tests.support.redis_server import redis_server
 from tests.support.tokens import CORP, policy_yaml
 from tests.support.tokens import mint_live as mint

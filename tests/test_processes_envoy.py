@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.envoy.config import EnvoyParams
-from tests.support.processes import free_port, running, start_envoy
+from tests.support.processes import free_port, running, start_envoy, wait_for_grpc_serving
 from tests.support.tokens import CORP, policy_yaml
 from tests.support.tokens import mint_live as mint
 from tests.test_processes import log_lines, wait_until

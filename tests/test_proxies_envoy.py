@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.envoy.config import EnvoyParams
 from tests.support.door_cases import (
@@ -32,7 +31,14 @@ from tests.support.door_cases import (
     write_policy,
 )
 from tests.support.jwks_server import jwks_server
-from tests.support.processes import ChildProcess, free_port, running, start_envoy, wait_for_http
+from tests.support.processes import (
+    ChildProcess,
+    free_port,
+    running,
+    start_envoy,
+    wait_for_grpc_serving,
+    wait_for_http,
+)
 from tests.support.tokens import CORP, mint_live
 
 pytestmark = pytest.mark.e2e

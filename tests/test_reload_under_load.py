@@ -19,12 +19,11 @@ from pathlib import Path
 
 import grpc
 
-from ext_authz.demo.run import wait_for_grpc_serving
 from tests.support import tokens
 from tests.support.grpc_check import CheckClient
 from tests.support.jwks_server import JwksServer, jwks_server
 from tests.support.keys import Remote, policy_text
-from tests.support.processes import free_port, running
+from tests.support.processes import free_port, running, wait_for_grpc_serving
 from tests.support.tokens import CORP, EDGE, PARTNER, mint_live
 
 RELOADS = 20

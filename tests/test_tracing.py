@@ -21,7 +21,6 @@ import pytest
 
 from ext_authz import tracing
 from ext_authz.authorizer import Authorizer, Runtime
-from ext_authz.demo.run import wait_for_grpc_serving
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.envoy.config import EnvoyParams
 from ext_authz.envoy.server import build_server
@@ -34,7 +33,7 @@ from tests.support.doubles import FixedClock
 from tests.support.grpc_check import CheckClient
 from tests.support.jwe_tokens import RSA_ENC, decryption_yaml, encrypt_nested
 from tests.support.otlp_receiver import OtlpReceiver, ReceivedSpan, otlp_receiver
-from tests.support.processes import free_port, running, start_envoy
+from tests.support.processes import free_port, running, start_envoy, wait_for_grpc_serving
 from tests.support.tokens import CORP, NOW, mint, mint_live, policy_yaml, rsa_key
 
 START = 30.0

@@ -1,24 +1,23 @@
-"""Process and port helpers for end-to-end tests: real subprocesses, ports chosen at run time.
-
-The waiting and process handling are shared with the demo runner
-(`ext_authz.demo.run`), so the demo and the tests start things the same way.
+"""Processes for end-to-end tests: the shared helpers of `ext_authz.demo.processes`
+(the demo and the benchmarks start things the same way) and a started Envoy.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ext_authz.demo.run import (
+from ext_authz.demo.processes import (
     ChildProcess,
     StartupError,
     envoy_binary,
+    free_port,
     random_base_id,
+    running,
+    wait_for_grpc_serving,
     wait_for_http,
     wait_for_port,
 )
@@ -32,40 +31,12 @@ __all__ = [
     "free_port",
     "running",
     "start_envoy",
+    "wait_for_grpc_serving",
     "wait_for_http",
     "wait_for_port",
 ]
 
 ENVOY_START_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def running(
-    cmd: Sequence[str],
-    *,
-    name: str,
-    env: dict[str, str] | None = None,
-    cwd: str | Path | None = None,
-) -> Iterator[ChildProcess]:
-    """Run ``cmd`` for the duration of the block, output captured to temporary files.
-
-    Yields the handle (``.proc``, ``.stderr_text()``, ``.stdout_text()``); on exit the
-    process gets SIGTERM, then SIGKILL after 5 seconds.
-    """
-    with tempfile.TemporaryDirectory(prefix=f"e2e-{name}-") as log_dir:
-        child = ChildProcess(name, cmd, log_dir=Path(log_dir), env=env, cwd=cwd)
-        try:
-            yield child
-        finally:
-            child.stop()
 
 
 @dataclass(frozen=True, slots=True)
