@@ -50,7 +50,7 @@ bench: install
 	$(PY) -m bench.run
 
 envoy-configs: install
-	$(PY) -m ext_authz.envoy.config --write-all
+	$(PY) -m ext_authz.deploy.envoy_config --write-all
 
 image:
 	docker build -t ext-authz:0.1.0 .

@@ -37,7 +37,7 @@ from bench.procs import (
 from bench.procstat import process_cpu_seconds
 from bench.wrk import run_wrk
 from ext_authz.demo.processes import envoy_binary, random_base_id
-from ext_authz.envoy.config import READY_PATH, EnvoyParams
+from ext_authz.deploy.envoy_config import READY_PATH, EnvoyParams
 
 PATH = f"{PROTECTED_PREFIX}/42"
 READY_TIMEOUT = 30.0

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from bench.fixtures import AUDIENCE, BenchIssuer
-from ext_authz.envoy.config import (
+from ext_authz.deploy.envoy_config import (
     EXT_AUTHZ_CLUSTER,
     EXT_AUTHZ_FILTER,
     UPSTREAM_CLUSTER,

@@ -37,7 +37,7 @@ from bench.procs import wait_grpc_serving as wait_grpc
 from bench.procstat import process_cpu_seconds
 from bench.wrk import parse
 from ext_authz.demo.processes import envoy_binary, random_base_id, wait_for_http
-from ext_authz.envoy.config import EnvoyParams
+from ext_authz.deploy.envoy_config import EnvoyParams
 
 HTTP_RPS_TARGET = 0.8  # the HTTP door's req/s over jwt_authn's
 HTTP_RPS_STRETCH = 1.0

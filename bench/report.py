@@ -325,7 +325,7 @@ def envoy_section(data: dict[str, Any] | None, wrk_note: str) -> list[str]:
         "## 3. Through Envoy: ext_authz + our server vs Envoy's jwt_authn",
         "",
         "One Envoy per setup (`--concurrency 1`), all rendered from "
-        "`ext_authz.envoy.config` by `bench/envoy_configs.py` and checked with "
+        "`ext_authz.deploy.envoy_config` by `bench/envoy_configs.py` and checked with "
         "`envoy --mode validate`. The upstream is the same for all: a `direct_response` "
         "on the route (200, small JSON), so only the auth filter differs. jwt_authn has "
         "the same issuer, audience and RSA key inline (`local_jwks`), maps the same three "

@@ -1,7 +1,7 @@
 """Static checks of the deployment files: the Dockerfile and .dockerignore, the Compose stack
 and the Kubernetes example. Nothing here needs Docker or a cluster; the files are parsed
 and cross-checked against each other, against the Envoy configs they mount (rendered by
-ext_authz.envoy.config) and against the policies they load."""
+ext_authz.deploy.envoy_config) and against the policies they load."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import yaml
 
 from ext_authz import __version__
 from ext_authz.demo.issuer import DEFAULT_ISSUERS
-from ext_authz.envoy.config import (
+from ext_authz.deploy.envoy_config import (
     EXT_AUTHZ_CLUSTER,
     PROFILES,
     READY_PATH,

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from ext_authz.demo.upstream import serve_upstream
-from ext_authz.envoy.config import EnvoyParams
+from ext_authz.deploy.envoy_config import EnvoyParams
 from tests.support.jwks_server import JwksServer, jwks_server
 from tests.support.processes import (
     ChildProcess,

@@ -15,7 +15,7 @@ import pytest
 from jwcrypto import jwe, jwk
 
 from ext_authz.demo.upstream import serve_upstream
-from ext_authz.envoy.config import EnvoyParams
+from ext_authz.deploy.envoy_config import EnvoyParams
 from ext_authz.keys.generate import generate
 from tests.support.jwks_server import jwks_server
 from tests.support.processes import free_port, running, start_envoy, wait_for_grpc_serving

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from ext_authz.demo.upstream import serve_upstream
-from ext_authz.envoy.config import EnvoyParams
+from ext_authz.deploy.envoy_config import EnvoyParams
 from tests.support.jwe_tokens import (
     CONTENT_ENCRYPTIONS,
     ECDH_ALGORITHMS,

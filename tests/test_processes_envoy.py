@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from ext_authz.demo.upstream import serve_upstream
-from ext_authz.envoy.config import EnvoyParams
+from ext_authz.deploy.envoy_config import EnvoyParams
 from tests.support.processes import free_port, running, start_envoy, wait_for_grpc_serving
 from tests.support.tokens import CORP, policy_yaml
 from tests.support.tokens import mint_live as mint

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from ext_authz.demo.upstream import serve_upstream
-from ext_authz.envoy.config import EnvoyParams
+from ext_authz.deploy.envoy_config import EnvoyParams
 from tests.support.door_cases import (
     CASES,
     Case,

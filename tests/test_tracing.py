@@ -22,7 +22,7 @@ import pytest
 from ext_authz import tracing
 from ext_authz.authorizer import Authorizer, Runtime
 from ext_authz.demo.upstream import serve_upstream
-from ext_authz.envoy.config import EnvoyParams
+from ext_authz.deploy.envoy_config import EnvoyParams
 from ext_authz.envoy.server import build_server
 from ext_authz.keys.jwks import parse_jwks
 from ext_authz.policy.loader import compile_policy_text

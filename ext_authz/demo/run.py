@@ -42,7 +42,7 @@ from ext_authz.demo.processes import (
     wait_for_grpc_serving as wait_for_grpc_serving,  # still imported from here by a test
 )
 from ext_authz.demo.upstream import serve_upstream
-from ext_authz.envoy.config import READY_PATH, EnvoyParams, render_envoy_config
+from ext_authz.deploy.envoy_config import READY_PATH, EnvoyParams, render_envoy_config
 
 HOST = "127.0.0.1"
 ISSUER_PORT = 9100

@@ -21,7 +21,7 @@ from ext_authz.demo.processes import (
     wait_for_http,
     wait_for_port,
 )
-from ext_authz.envoy.config import READY_PATH, EnvoyParams, render_envoy_config
+from ext_authz.deploy.envoy_config import READY_PATH, EnvoyParams, render_envoy_config
 
 __all__ = [
     "ChildProcess",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ext_authz.envoy.config import EnvoyParams
+    from ext_authz.deploy.envoy_config import EnvoyParams
 
 HTTP_PATH_PREFIX = "/envoy"
 HTTP_HEALTH_PATH = "/healthz"

@@ -1,0 +1,1 @@
+"""Deployment tools: configs for what runs beside the server (Envoy), never imported by it."""
