@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ext_authz")
 
+# A reload (and start-up's readiness) waits at most this long for new issuers' first
+# keys; past it the policy is swapped in and those issuers answer 503 until keys arrive.
+READY_TIMEOUT = 30.0
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -103,7 +107,9 @@ class RuntimeHolder:
         self.runtime = runtime
         self.manager = manager
         self.workers = workers
-        self._lock = threading.Lock()
+        self._reloading = threading.Lock()  # one reload at a time
+        self._swap = threading.Lock()  # the swap, and closing: held for an instant
+        self._closed = False
 
     def __call__(self) -> Runtime:
         return self.runtime
@@ -113,8 +119,11 @@ class RuntimeHolder:
 
     def reload(self, config: Path, metrics: Metrics | None) -> bool:
         """Load, validate and fetch keys for the new policy, then swap. A policy that
-        does not load changes nothing. In-flight checks finish on the old snapshot."""
-        with self._lock:
+        does not load changes nothing. In-flight checks finish on the old snapshot. A
+        reload still fetching keys when the holder is closed is abandoned."""
+        with self._reloading:
+            if self._closed:
+                return False
             try:
                 policy = load_policy(config)
             except PolicyError as exc:
@@ -125,8 +134,14 @@ class RuntimeHolder:
                 return False
             old = self.manager
             manager = start_keys(policy, metrics, inherit=old, workers=self.workers)
-            self.runtime = Runtime(policy, manager)
-            self.manager = manager
+            with self._swap:
+                if not self._closed:
+                    self.runtime = Runtime(policy, manager)
+                    self.manager = manager
+            if self.manager is not manager:
+                manager.stop()
+                log.info("policy reload abandoned: the server is stopping")
+                return False
             old.stop()
             if metrics is not None:
                 metrics.observe_reload(True)
@@ -135,6 +150,14 @@ class RuntimeHolder:
                 extra={"issuers": len(policy.issuers), "routes": len(policy.routes)},
             )
             return True
+
+    def close(self) -> None:
+        """Stop the live key manager; a reload still running is abandoned, never
+        swapped in. Returns at once, whatever a reload is waiting for."""
+        with self._swap:
+            self._closed = True
+            manager = self.manager
+        manager.stop()
 
 
 def key_manager(metrics: Metrics | None, workers: int = 4) -> KeyManager:
@@ -160,7 +183,11 @@ def start_keys(
     the keys (and refresh schedule) `inherit` holds."""
     manager = key_manager(metrics, workers)
     manager.start(policy.issuers, inherit=inherit)
-    manager.wait_ready()
+    if not manager.wait_ready(READY_TIMEOUT):
+        log.warning(
+            "keys not ready in time; issuers without keys get 503 until they arrive",
+            extra={"timeout_s": READY_TIMEOUT},
+        )
     return manager
 
 
@@ -190,6 +217,190 @@ def restamp(
     return tuple(earlier.get(entry[0], entry) for entry in _stamp(files))
 
 
+class _Refused(Exception):
+    """Start-up stopped; the reason is logged already."""
+
+
+class Server:
+    """One serving process: the doors over the live runtime, reloads, and the drain.
+
+    `start()` opens the doors; reloads (a watched file changed, `reload()` on SIGHUP)
+    run on their own thread, so that `stop()` (SIGTERM) is acted on at once even while
+    a reload waits for a slow issuer's keys; `drain()` stops taking checks, lets
+    in-flight ones finish and abandons a reload still running.
+    """
+
+    def __init__(self, options: ServeOptions, control: WorkerControl | None = None) -> None:
+        self.options = options
+        self._control = control
+        self._stopping = threading.Event()
+        self._hurry = threading.Event()  # a second SIGTERM cuts the shutdown delay short
+        self._reload_requested = threading.Event()
+        policy = _load_or_refuse(options.config)
+        try:
+            credentials = tls_credentials(options)
+            self._tracer = start_tracing(options.otlp_endpoint)
+        except (StartupError, TracingError) as exc:
+            log.error("cannot start", extra={"error": str(exc)})
+            raise _Refused from None
+        self._credentials = credentials
+        self.policy = policy
+        clock = SystemClock()
+        self.metrics = Metrics() if options.metrics_listen else None
+        self.manager = key_manager(self.metrics, options.workers)
+        self.holder = RuntimeHolder(Runtime(policy, self.manager), self.manager, options.workers)
+        cache = VerifiedTokenCache(clock, maxsize=options.token_cache_size)
+        tracer = self._tracer
+        authorizer = Authorizer.over(
+            self.holder if tracer is None else tracer.traced_runtime(self.holder), clock, cache
+        )
+        memo: AnswerMemo[bytes] | None = (
+            AnswerMemo(self.holder, cache, clock, options.memo_size)
+            if options.memo_size > 0
+            else None
+        )
+        observers: list[DecisionObserver] = []
+        log_line = decision_logger(options.decision_log)
+        if log_line is not None:
+            observers.append(log_line)
+        metrics = self.metrics
+        if metrics is not None:
+            observers.append(
+                lambda decision, _id, seconds: metrics.observe_decision(decision, seconds)
+            )
+        holder = self.holder
+        try:
+            self.grpc, self._health, self.port = build_server(
+                authorizer,
+                options.listen,
+                realm=lambda: holder.runtime.policy.realm,
+                workers=options.workers,
+                credentials=credentials,
+                observers=observers,
+                memo=memo,
+                reuse_port=options.reuse_port,
+                tracer=tracer,
+            )
+            self.http_door = start_http_door(
+                options.http_listen,
+                holder,
+                clock,
+                cache,
+                observers,
+                reuse_port=options.reuse_port,
+                tracer=tracer,
+            )
+            if metrics is not None and options.metrics_listen is not None:
+                metrics.watch_runtime(holder.statuses, cache, memo=memo)
+                if control is None:
+                    serve_metrics(metrics, options.metrics_listen)
+                else:  # the supervisor serves the sum of its workers' metrics
+                    metrics.publish_runtime()
+        except (OSError, RuntimeError, ValueError) as exc:
+            log.error("cannot start the servers", extra={"error": str(exc)})
+            raise _Refused from None
+
+    # -- called from the signal handlers ------------------------------------------------
+
+    def stop(self) -> None:
+        if self._stopping.is_set():
+            self._hurry.set()
+        self._stopping.set()
+
+    def reload(self) -> None:
+        if self._control is None:  # a supervised worker reloads when all of them do
+            self._reload_requested.set()
+
+    # -- the lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        options, policy = self.options, self.policy
+        self.manager.start(policy.issuers)
+        self.grpc.start()
+        log.info(
+            "listening",
+            extra={
+                "listen": options.listen,
+                "port": self.port,
+                "tls": self._credentials is not None,
+                "mtls": options.tls_client_ca is not None,
+                "metrics": options.metrics_listen,
+                "issuers": len(policy.issuers),
+                "routes": len(policy.routes),
+            },
+        )
+        if self._control is not None:
+            self._control.attach(self._serving, self.holder, self.metrics, options.config)
+        threading.Thread(target=self._become_ready, name="ext-authz-ready", daemon=True).start()
+        threading.Thread(target=self._watch, name="ext-authz-reload", daemon=True).start()
+
+    def wait(self) -> None:
+        """Until `stop()`."""
+        while not self._stopping.wait(1.0):
+            pass
+
+    def drain(self) -> None:
+        options = self.options
+        self._serving(False)
+        if options.shutdown_delay > 0:
+            self._hurry.wait(options.shutdown_delay)
+        grpc_stopped = self.grpc.stop(options.grace)
+        if self.http_door is not None:
+            self.http_door.stop(options.grace)
+        grpc_stopped.wait()
+        self.holder.close()
+        stop_tracing(self._tracer)
+        log.info("stopped")
+
+    def _serving(self, flag: bool) -> None:
+        set_serving(self._health, flag)
+        if self.http_door is not None:
+            self.http_door.set_serving(flag)
+
+    def _become_ready(self) -> None:
+        manager = self.manager
+        manager.wait_ready()
+        if self._stopping.is_set():
+            return
+        failed = [n for n, s in manager.statuses().items() if s.status is KeyStatus.FAILED]
+        if self._control is not None:
+            self._control.ready()  # the supervisor says SERVING once every worker is ready
+        else:
+            self._serving(True)
+        log.info("serving", extra={"issuers_without_keys": failed})
+
+    def _watch(self) -> None:
+        """Reload when a watched file changes or a reload is asked for, off the signal
+        path: a reload waiting on a slow issuer never holds up SIGTERM."""
+        options, holder = self.options, self.holder
+        files = watched_files(self.policy)
+        stamp = _stamp(files)
+        poll = options.reload_interval if options.reload_interval > 0 else 1.0
+        while not self._stopping.wait(poll):
+            changed = False
+            if options.reload_interval > 0:
+                current = _stamp(files)
+                changed = current != stamp
+                stamp = current
+            if changed or self._reload_requested.is_set():
+                self._reload_requested.clear()
+                trigger = "change" if changed else "SIGHUP"
+                log.info("reloading policy", extra={"trigger": trigger})
+                before = stamp if options.reload_interval > 0 else _stamp(files)
+                if holder.reload(options.config, self.metrics):
+                    files = watched_files(holder.runtime.policy)
+                    stamp = restamp(before, files)
+
+
+def _load_or_refuse(config: Path) -> Policy:
+    try:
+        return load_policy(config)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            log.error("policy refused", extra={"problem": str(problem)})
+        raise _Refused from None
+
+
 def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
     """Run until SIGTERM or SIGINT. Returns the process exit code. Under a supervisor
     (`--processes N`), `control` carries its health verdict and reload commands."""
@@ -198,142 +409,20 @@ def serve(options: ServeOptions, control: WorkerControl | None = None) -> int:
 
         return supervise(options)
     try:
-        policy = load_policy(options.config)
-    except PolicyError as exc:
-        for problem in exc.problems:
-            log.error("policy refused", extra={"problem": str(problem)})
+        server = Server(options, control)
+    except _Refused:
         return 1
-    try:
-        credentials = tls_credentials(options)
-    except StartupError as exc:
-        log.error("cannot start", extra={"error": str(exc)})
-        return 1
-    try:
-        tracer = start_tracing(options.otlp_endpoint)
-    except TracingError as exc:
-        log.error("cannot start", extra={"error": str(exc)})
-        return 1
-    clock = SystemClock()
-    metrics = Metrics() if options.metrics_listen else None
-    manager = key_manager(metrics, options.workers)
-    holder = RuntimeHolder(Runtime(policy, manager), manager, options.workers)
-    cache = VerifiedTokenCache(clock, maxsize=options.token_cache_size)
-    authorizer = Authorizer.over(
-        holder if tracer is None else tracer.traced_runtime(holder), clock, cache
-    )
-    memo: AnswerMemo[bytes] | None = (
-        AnswerMemo(holder, cache, clock, options.memo_size) if options.memo_size > 0 else None
-    )
-    observers: list[DecisionObserver] = []
-    log_line = decision_logger(options.decision_log)
-    if log_line is not None:
-        observers.append(log_line)
-    if metrics is not None:
-        observers.append(lambda decision, _id, seconds: metrics.observe_decision(decision, seconds))
-    try:
-        server, health_servicer, port = build_server(
-            authorizer,
-            options.listen,
-            realm=policy.realm,
-            workers=options.workers,
-            credentials=credentials,
-            observers=observers,
-            memo=memo,
-            reuse_port=options.reuse_port,
-            tracer=tracer,
-        )
-        http_door = start_http_door(
-            options.http_listen,
-            holder,
-            clock,
-            cache,
-            observers,
-            reuse_port=options.reuse_port,
-            tracer=tracer,
-        )
-        if metrics is not None and options.metrics_listen is not None:
-            metrics.watch_runtime(holder.statuses, cache, memo=memo)
-            if control is None:
-                serve_metrics(metrics, options.metrics_listen)
-            else:  # the supervisor serves the sum of its workers' metrics
-                metrics.publish_runtime()
-    except (OSError, RuntimeError, ValueError) as exc:
-        log.error("cannot start the servers", extra={"error": str(exc)})
-        return 1
-    stopping = threading.Event()
-    reload_requested = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
-            if control is None:  # a supervised worker reloads when all of them do
-                reload_requested.set()
+            server.reload()
             return
         log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stopping.set()
+        server.stop()
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
-    manager.start(policy.issuers)
     server.start()
-    log.info(
-        "listening",
-        extra={
-            "listen": options.listen,
-            "port": port,
-            "tls": credentials is not None,
-            "mtls": options.tls_client_ca is not None,
-            "metrics": options.metrics_listen,
-            "issuers": len(policy.issuers),
-            "routes": len(policy.routes),
-        },
-    )
-
-    def become_ready() -> None:
-        manager.wait_ready()
-        if stopping.is_set():
-            return
-        failed = [n for n, s in manager.statuses().items() if s.status is KeyStatus.FAILED]
-        if control is not None:
-            control.ready()  # the supervisor says SERVING once every worker is ready
-        else:
-            serving(True)
-        log.info("serving", extra={"issuers_without_keys": failed})
-
-    def serving(flag: bool) -> None:
-        set_serving(health_servicer, flag)
-        if http_door is not None:
-            http_door.set_serving(flag)
-
-    if control is not None:
-        control.attach(serving, holder, metrics, options.config)
-    threading.Thread(target=become_ready, name="ext-authz-ready", daemon=True).start()
-    files = watched_files(policy)
-    stamp = _stamp(files)
-    poll = options.reload_interval if options.reload_interval > 0 else 1.0
-    while not stopping.wait(poll):
-        changed = False
-        if options.reload_interval > 0:
-            current = _stamp(files)
-            changed = current != stamp
-            stamp = current
-        if changed or reload_requested.is_set():
-            reload_requested.clear()
-            log.info("reloading policy", extra={"trigger": "change" if changed else "SIGHUP"})
-            before = stamp if options.reload_interval > 0 else _stamp(files)
-            if holder.reload(options.config, metrics):
-                files = watched_files(holder.runtime.policy)
-                stamp = restamp(before, files)
-    set_serving(health_servicer, False)
-    if http_door is not None:
-        http_door.set_serving(False)
-    if options.shutdown_delay > 0:
-        stopping.clear()
-        stopping.wait(options.shutdown_delay)
-    grpc_stopped = server.stop(options.grace)
-    if http_door is not None:
-        http_door.stop(options.grace)
-    grpc_stopped.wait()
-    holder.manager.stop()
-    stop_tracing(tracer)
-    log.info("stopped")
+    server.wait()
+    server.drain()
     return 0

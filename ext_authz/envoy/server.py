@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from typing import Any
 
@@ -39,13 +39,14 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
     def __init__(
         self,
         authorizer: Authorizer,
-        realm: str = "ext-authz",
+        realm: str | Callable[[], str] = "ext-authz",
         observers: Sequence[DecisionObserver] | None = None,
         tracer: CheckTracer | None = None,
         memo: AnswerMemo[bytes] | None = None,
     ) -> None:
         self._authorizer = authorizer
-        self._realm = realm
+        # the realm of a denial the pipeline never saw: the live policy's, when given
+        self._realm = realm if callable(realm) else (lambda: realm)
         self._observers = tuple(observers) if observers is not None else (log_decision,)
         self._memo = memo
         self._tracer = tracer
@@ -80,10 +81,10 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
                     headers = envoy_trace_headers(request)
                     decision = tracer.check(self._authorizer.check, view, headers)
         except BadCheckRequest as bad:
-            decision = Deny(DenialReason.REQUEST_INVALID, self._realm, detail=str(bad))
+            decision = Deny(DenialReason.REQUEST_INVALID, self._realm(), detail=str(bad))
         except Exception:
             log.exception("could not read the check request; denying")
-            decision = Deny(DenialReason.INTERNAL_ERROR, self._realm)
+            decision = Deny(DenialReason.INTERNAL_ERROR, self._realm())
         logged_id = decision_id(request_id)
         seconds = time.perf_counter() - started
         for observe in self._observers:
@@ -115,7 +116,7 @@ def build_server(
     authorizer: Authorizer,
     listen: str,
     *,
-    realm: str = "ext-authz",
+    realm: str | Callable[[], str] = "ext-authz",
     workers: int = 4,
     credentials: grpc.ServerCredentials | None = None,
     observers: Sequence[DecisionObserver] | None = None,
