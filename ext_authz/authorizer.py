@@ -62,7 +62,7 @@ class Runtime:
     so a check runs start to finish on one consistent pair."""
 
     policy: Policy
-    keys: KeyProvider
+    key_provider: KeyProvider
 
 
 class Authorizer:
@@ -165,7 +165,7 @@ class Authorizer:
             if trace is not None:
                 size = f"bearer token, {len(token)} bytes, {segment_count(token)} segments"
                 trace.held(Phase.CREDENTIAL, size)
-            identity = self.authenticate(policy, token, runtime.keys, trace)
+            identity = self.authenticate(policy, token, runtime.key_provider, trace)
             if trace is not None:
                 trace.phase = Phase.RULES
             enforce(requirement, identity.issuer.name, identity.claims, identity.encrypted)

@@ -141,7 +141,7 @@ class AnswerMemo(Generic[T]):
             if entry.key is None:
                 self.hits += 1
                 return Hit(entry.decision, entry.answer)
-            held = runtime.keys.current(entry.issuer).key_set
+            held = runtime.key_provider.current(entry.issuer).key_set
             if held is not None and held.holds(entry.key):
                 self.hits += 1
                 return Hit(entry.decision, entry.answer)

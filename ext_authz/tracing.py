@@ -184,7 +184,7 @@ class CheckTracer:
             runtime = source()
             if cached and cached[0][0] is runtime:
                 return cached[0][1]
-            traced = Runtime(runtime.policy, _TracedKeys(runtime.keys, self))
+            traced = Runtime(runtime.policy, _TracedKeys(runtime.key_provider, self))
             cached[:] = [(runtime, traced)]
             return traced
 

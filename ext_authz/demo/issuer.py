@@ -72,12 +72,12 @@ def _new_kid(name: str) -> str:
 class _Issuer:
     name: str
     alg: str
-    keys: list[SigningKey] = field(repr=False)
+    published: list[SigningKey] = field(repr=False)  # oldest first; the last one signs
     jwks_fetches: int = 0
 
     @property
     def signing_key(self) -> SigningKey:
-        return self.keys[-1]
+        return self.published[-1]
 
 
 def _normalize_names(names: Mapping[str, str] | Iterable[str]) -> dict[str, str]:
@@ -102,7 +102,7 @@ class DemoIssuer:
             if not name or "/" in name or name.startswith("."):
                 raise ValueError(f"bad issuer name {name!r}")
             key = _generate_key(alg, _new_kid(name))
-            self._issuers[name] = _Issuer(name=name, alg=alg, keys=[key])
+            self._issuers[name] = _Issuer(name=name, alg=alg, published=[key])
 
     def __repr__(self) -> str:
         return f"DemoIssuer(base_url={self.base_url!r}, names={self.names})"
@@ -154,7 +154,7 @@ class DemoIssuer:
     def jwks(self, name: str) -> dict[str, Any]:
         """The public JWKS of issuer ``name``: public members only."""
         with self._lock:
-            keys = list(self._get(name).keys)
+            keys = list(self._get(name).published)
         return {"keys": [dict(key.as_dict(private=False)) for key in keys]}
 
     def mint(
@@ -202,7 +202,7 @@ class DemoIssuer:
         issuer = self._get(name)
         key = _generate_key(issuer.alg, _new_kid(name))
         with self._lock:
-            issuer.keys = [*issuer.keys, key] if keep_old else [key]
+            issuer.published = [*issuer.published, key] if keep_old else [key]
         assert key.kid is not None
         return key.kid
 

@@ -64,14 +64,14 @@ class _NoWaitKeys:
     """Keys for a check on the event loop: a refetch is not done but remembered, so
     the check can be run again on a thread where waiting is allowed."""
 
-    __slots__ = ("keys", "wanted")
+    __slots__ = ("provider", "wanted")
 
-    def __init__(self, keys: KeyProvider) -> None:
-        self.keys = keys
+    def __init__(self, provider: KeyProvider) -> None:
+        self.provider = provider
         self.wanted = False
 
     def current(self, issuer: str) -> IssuerKeys:
-        return self.keys.current(issuer)
+        return self.provider.current(issuer)
 
     def refetch(self, issuer: str) -> IssuerKeys | None:
         self.wanted = True
@@ -97,7 +97,7 @@ class Checker:
     def _no_wait_runtime(self) -> Runtime:
         live = self._live()
         if live is not self._seen or self._wrapped is None:
-            self._keys = _NoWaitKeys(live.keys)
+            self._keys = _NoWaitKeys(live.key_provider)
             self._wrapped = Runtime(live.policy, self._keys)
             self._seen = live
         return self._wrapped
