@@ -32,10 +32,19 @@ def no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class TooDeep(ValueError):
+    def __init__(self) -> None:
+        super().__init__("the JSON is nested too deeply")
+
+
 def loads(text: str | bytes) -> Any:
-    """`json.loads` with both refusals: raises `DuplicateMember` on a repeated member
-    and `ValueError` on `NaN`/`Infinity` or text that is not JSON (bytes must be UTF-8)."""
-    return json.loads(text, object_pairs_hook=unique_members, parse_constant=no_constants)
+    """`json.loads` with both refusals: raises `DuplicateMember` on a repeated member,
+    `TooDeep` on nesting deeper than the interpreter's recursion limit, and `ValueError`
+    on `NaN`/`Infinity` or text that is not JSON (bytes must be UTF-8)."""
+    try:
+        return json.loads(text, object_pairs_hook=unique_members, parse_constant=no_constants)
+    except RecursionError:
+        raise TooDeep from None
 
 
 def json_equal(left: Any, right: Any) -> bool:

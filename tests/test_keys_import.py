@@ -124,6 +124,18 @@ def test_a_cached_entry_is_strict_json() -> None:
         CachedJwks.loads(text.replace('"ttl":60.0', '"ttl":Infinity'))
 
 
+def test_json_nested_too_deeply_is_a_clear_error_everywhere_keys_read_it(tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(CacheEntryError, match="not JSON"):
+        CachedJwks.loads(deep)
+    with pytest.raises(JwksError, match="nested too deeply"):
+        parse_jwks_bytes(deep.encode())
+    path = tmp_path / "keys.json"
+    path.write_text(deep, encoding="utf-8")
+    with pytest.raises(DecryptionKeyError, match="nested too deeply"):
+        load_decryption_keys(path=path)
+
+
 # the algorithm table ---------------------------------------------------------------------
 
 

@@ -103,7 +103,7 @@ class CachedJwks:
             raise CacheEntryError("cached key set is too large")
         try:
             data: Any = strict_json.loads(text)
-        except (ValueError, RecursionError):
+        except ValueError:
             raise CacheEntryError("cached key set is not JSON") from None
         if not isinstance(data, dict) or data.get("version") != ENTRY_VERSION:
             raise CacheEntryError("cached key set has an unknown format")

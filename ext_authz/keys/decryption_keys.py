@@ -98,7 +98,9 @@ def load_decryption_keys(
 def _json(raw: bytes, where: str) -> Any:
     try:
         return strict_json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except strict_json.TooDeep as exc:
+        raise DecryptionKeyError(f"{where}: {exc}") from None
+    except (ValueError, UnicodeDecodeError):
         raise DecryptionKeyError(f"{where} is not valid JSON") from None
 
 

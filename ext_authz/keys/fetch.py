@@ -143,7 +143,7 @@ class HttpJwksFetcher:
         kind = FetchErrorKind.DISCOVERY
         try:
             document: Any = strict_json.loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+        except (ValueError, UnicodeDecodeError):
             raise FetchError("discovery document is not JSON", kind) from None
         if not isinstance(document, dict):
             raise FetchError("discovery document is not a JSON object", kind)

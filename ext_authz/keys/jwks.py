@@ -129,7 +129,9 @@ def parse_jwks(document: object) -> ParsedKeySet:
 def parse_jwks_bytes(data: bytes) -> ParsedKeySet:
     try:
         document = strict_json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+    except strict_json.TooDeep as exc:
+        raise JwksError(str(exc)) from None
+    except (ValueError, UnicodeDecodeError) as exc:
         raise JwksError(f"not valid JSON: {_short(exc)}") from None
     return parse_jwks(document)
 

@@ -54,7 +54,6 @@ M = TypeVar("M", bound=BaseModel)
 
 MAX_POLICY_BYTES = 4 * 1024 * 1024
 MAX_KEY_FILE_BYTES = 1024 * 1024
-_TOO_DEEP = "the JSON is nested too deeply"
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,9 +325,6 @@ class _Compiler:
         except JwksError as exc:
             self.error(where, f"{relative}: {exc}")
             return None
-        except RecursionError:
-            self.error(where, f"{relative}: {_TOO_DEEP}")
-            return None
         return parsed.key_set if self._usable(where, parsed.key_set, parsed.skipped) else None
 
     def _decryption(self, model: PolicyModel) -> DecryptionConfig | None:
@@ -345,9 +341,6 @@ class _Compiler:
             keys = load_decryption_keys(path=path, inline=dec.jwks, env=dec.jwks_env)
         except DecryptionKeyError as exc:
             self.error(where, str(exc))
-            return None
-        except RecursionError:
-            self.error(where, _TOO_DEEP)
             return None
         algorithms = frozenset(dec.algorithms)
         unusable = [

@@ -105,7 +105,7 @@ def decode_json_object(raw: bytes, reason: DenialReason, what: str) -> dict[str,
         value = strict_json.loads(raw.decode("utf-8"))
     except DuplicateMember:
         raise Denied(DenialReason.TOKEN_DUPLICATE_MEMBER, f"{what} repeats a member") from None
-    except (ValueError, UnicodeDecodeError, RecursionError):
+    except (ValueError, UnicodeDecodeError):  # strict_json.TooDeep is a ValueError
         raise Denied(reason, f"{what} is not UTF-8 JSON") from None
     if not isinstance(value, dict):
         raise Denied(reason, f"{what} is not a JSON object")
