@@ -289,6 +289,10 @@ class Server:
                 observers,
                 reuse_port=options.reuse_port,
                 tracer=tracer,
+                # its own memo: it keeps decisions, the gRPC one serialised answers
+                memo=AnswerMemo(holder, cache, clock, options.memo_size)
+                if options.memo_size > 0 and options.http_listen
+                else None,
             )
             if metrics is not None and options.metrics_listen is not None:
                 metrics.watch_runtime(holder.statuses, cache, memo=memo)

@@ -114,7 +114,10 @@ class AnswerMemo(Generic[T]):
         route)."""
         runtime = self._runtime()
         policy = runtime.policy
-        route = select_route(policy.routes, request)
+        try:
+            route = select_route(policy.routes, request)
+        except Denied:  # a request no route can be judged on: the pipeline says why
+            return None
         if route is None or route.access is not Access.REQUIRE:
             return None
         sources = route.token_sources

@@ -438,3 +438,67 @@ def test_reuse_port_lets_two_doors_share_a_port(tmp_path: Path) -> None:
             build_http_door(f"127.0.0.1:{port}", lambda: runtime)
     finally:
         first.stop(0)
+
+
+# -- the answer memo -------------------------------------------------------------------
+
+
+def test_a_repeated_token_is_answered_from_the_memo_on_every_endpoint(tmp_path: Path) -> None:
+    from ext_authz.memo import AnswerMemo
+    from ext_authz.tokens.cache import VerifiedTokenCache
+
+    policy = make_policy(tmp_path)
+    runtime = Runtime(policy, static_keys(policy))
+    clock = FixedClock(NOW)
+    tokens = VerifiedTokenCache(clock)
+    memo: AnswerMemo[None] = AnswerMemo(lambda: runtime, tokens, clock)
+    logged = Logged()
+    running, port = build_http_door(
+        "127.0.0.1:0",
+        lambda: runtime,
+        clock=clock,
+        cache=tokens,
+        observers=[logged],
+        memo=memo,
+    )
+    running.start()
+    running.set_serving(True)
+    door = Door(running, port, logged)
+    token = mint(CORP, drop=("email",))
+    try:
+        first = door.ask(request("GET", "/envoy/api/orders/7", bearer(token)))
+        verified = tokens.hits + tokens.misses
+        again = door.ask(request("GET", "/envoy/api/orders/8", bearer(token)))
+        forwarded = door.ask(
+            request(
+                "GET",
+                "/forward-auth",
+                {
+                    "X-Forwarded-Method": "GET",
+                    "X-Forwarded-Proto": "https",
+                    "X-Forwarded-Host": "shop.test",
+                    "X-Forwarded-Uri": "/api/orders/9",
+                    **bearer(token),
+                },
+            )
+        )
+        other_route = door.ask(request("POST", "/envoy/api/orders", bearer(token)))
+    finally:
+        running.stop(1)
+    assert memo.hits == 2
+    assert tokens.hits + tokens.misses == verified + 1  # only the POST reached the pipeline
+    for answer in (first, again, forwarded):
+        assert answer.status == 200
+        assert answer.header("x-user-id") == "user-of-corp"
+    # each endpoint renders the remembered decision its own way
+    assert again.header("x-envoy-auth-headers-to-remove") == first.header(
+        "x-envoy-auth-headers-to-remove"
+    )
+    assert forwarded.header("x-envoy-auth-headers-to-remove") is None
+    assert other_route.status == 200  # another route (write-orders): decided afresh
+    assert [decision.route for decision, _ in logged.lines] == [
+        "read-orders",
+        "read-orders",
+        "read-orders",
+        "write-orders",
+    ]  # a hit is still a logged decision

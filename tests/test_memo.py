@@ -284,3 +284,10 @@ def test_a_second_credential_beside_a_remembered_one_is_still_refused(stack: Sta
     both = stack.check(path="/app", token=token, headers={"cookie": f"session={token}"})
     assert both.status == 400 and both.reason == "authorization_multiple"
     assert stack.memo.hits == 1
+
+
+def test_a_request_no_route_can_be_judged_on_is_a_400_with_the_memo_on(stack: Stack) -> None:
+    # route selection refuses two Host values; the memo must leave that to the
+    # pipeline, never turn it into an internal error
+    joined = stack.check(token=mint(CORP), host="api.example.com,evil.test")
+    assert (joined.status, joined.reason) == (400, "request_invalid")

@@ -37,6 +37,7 @@ from ext_authz.errors import DenialReason
 from ext_authz.http.answer import decision_response, plain_response
 from ext_authz.http.view import BadHttpRequest, Endpoint, endpoint_of, request_view
 from ext_authz.keys.store import IssuerKeys, KeyProvider
+from ext_authz.memo import AnswerMemo, Hit
 from ext_authz.tokens.cache import VerifiedTokenCache
 from ext_authz.tracing import CheckTracer
 
@@ -142,9 +143,12 @@ class HttpDoor:
         limits: HttpLimits | None = None,
         workers: int = 2,
         tracer: CheckTracer | None = None,
+        memo: AnswerMemo[None] | None = None,
     ) -> None:
         self.checker = checker
         self.tracer = tracer
+        # remembered allow decisions (rendered per endpoint on every answer)
+        self.memo = memo
         self.realm = realm
         self.observers = tuple(observers) if observers is not None else (log_decision,)
         self.limits = limits or HttpLimits()
@@ -424,9 +428,21 @@ class _Connection(asyncio.Protocol):
             return
         logged_id = decision_id(view.request_id)
         tracer = self.door.tracer
+        memo = self.door.memo
+        looked_up = memo.get(view) if memo is not None else None
+        if isinstance(looked_up, Hit):  # a token seen before on this route: the same allow
+            remembered = looked_up.decision
+            if tracer is not None:  # a span for the hit too, with nothing below it
+                tracer.check(lambda _view: remembered, view, request.headers)
+            self.door.observe(remembered, logged_id, started)
+            self._write(decision_response(remembered, envoy=envoy, close=close), close, head_only)
+            return
+        miss = looked_up
         if tracer is None:
             now = self.door.checker.check_now(view)
             if now is not None:
+                if miss is not None and memo is not None:
+                    memo.put(miss, now, None)
                 self.door.observe(now, logged_id, started)
                 self._write(decision_response(now, envoy=envoy, close=close), close, head_only)
                 return
@@ -452,6 +468,8 @@ class _Connection(asyncio.Protocol):
             except Exception:
                 log.exception("check failed; denying")
                 decision = Deny(DenialReason.INTERNAL_ERROR, self.door.realm())
+            if miss is not None and memo is not None:
+                memo.put(miss, decision, None)
             self.door.observe(decision, logged_id, started)
             self._write(decision_response(decision, envoy=envoy, close=close), close, head_only)
             if self.broken is not None:
@@ -539,6 +557,7 @@ def build_http_door(
     limits: HttpLimits | None = None,
     reuse_port: bool = False,
     tracer: CheckTracer | None = None,
+    memo: AnswerMemo[None] | None = None,
 ) -> tuple[HttpDoor, int]:
     """A bound (not yet started) HTTP door over the live runtime, and its port. With a
     tracer, every check runs in a span continuing the request's trace headers."""
@@ -549,6 +568,7 @@ def build_http_door(
         limits=limits,
         workers=workers,
         tracer=tracer,
+        memo=memo,
     )
     try:
         port = door.bind(listen, reuse_port)
