@@ -38,7 +38,6 @@ from ext_authz.envoy.request import request_view
 from ext_authz.envoy.response import check_response
 from ext_authz.envoy.server import AuthorizationService
 from ext_authz.keys.jwks import KeySet
-from ext_authz.keys.store import StaticKeys
 from ext_authz.log import configure
 from ext_authz.memo import AnswerMemo
 from ext_authz.policy.claim_headers import MAX_HEADER_VALUE_BYTES, claim_headers, unsafe_reason
@@ -46,6 +45,7 @@ from ext_authz.policy.loader import compile_policy_text
 from ext_authz.policy.model import Policy
 from ext_authz.request import RequestView
 from ext_authz.tokens.cache import VerifiedTokenCache
+from tests.support.doubles import StaticKeys
 
 REFERENCE = "raw cryptography RS256 verify"
 

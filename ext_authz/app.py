@@ -90,16 +90,6 @@ def tls_credentials(options: ServeOptions) -> grpc.ServerCredentials | None:
     )
 
 
-class PolicyHolder:
-    """A fixed policy as a callable, for an `Authorizer` over static keys."""
-
-    def __init__(self, policy: Policy) -> None:
-        self.policy = policy
-
-    def __call__(self) -> Policy:
-        return self.policy
-
-
 class RuntimeHolder:
     """The live policy and its key manager; a reload swaps both in one assignment."""
 
@@ -182,7 +172,7 @@ def start_keys(
     """A started key manager for `policy`; issuers whose key source is unchanged keep
     the keys (and refresh schedule) `inherit` holds."""
     manager = key_manager(metrics, workers)
-    manager.start(policy.issuers, inherit=inherit)
+    manager.start(policy.key_sources, inherit=inherit)
     if not manager.wait_ready(READY_TIMEOUT):
         log.warning(
             "keys not ready in time; issuers without keys get 503 until they arrive",
@@ -319,7 +309,7 @@ class Server:
 
     def start(self) -> None:
         options, policy = self.options, self.policy
-        self.manager.start(policy.issuers)
+        self.manager.start(policy.key_sources)
         self.grpc.start()
         log.info(
             "listening",

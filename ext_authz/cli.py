@@ -245,7 +245,7 @@ def _explain(args: argparse.Namespace) -> int:
         context_extensions=context,
     )
     keys = KeyManager()
-    keys.start(policy.issuers)
+    keys.start(policy.key_sources)
     keys.wait_ready(args.fetch_timeout)
     try:
         result = explain(policy, keys, request, SystemClock(), show_values=args.show_values)

@@ -107,14 +107,6 @@ class BufferedStderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:  # handle() does the work
         self.handle(record)
 
-    def write_line(self, line: str) -> None:
-        """Queue a line that is already formatted."""
-        with self._guard:
-            self._pending.append(line)
-            full = len(self._pending) >= self._batch
-        if full:
-            self._wake.set()
-
     def defer(self, format_line: Callable[..., str], *args: Any) -> None:
         """Queue `format_line(*args)`, called on the writer thread: the caller only
         appends a tuple. The arguments must not change after the call."""

@@ -177,7 +177,7 @@ class _RuntimeCollector(Collector):
         )
         now = self._clock()
         for issuer, snapshot in sorted(self._statuses().items()):
-            held.add_metric([issuer], len(snapshot.keys) if snapshot.keys else 0)
+            held.add_metric([issuer], len(snapshot.key_set) if snapshot.key_set else 0)
             if snapshot.fetched_at is not None:
                 age.add_metric([issuer], max(0.0, now - snapshot.fetched_at))
             for status in KeyStatus:

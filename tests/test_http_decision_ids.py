@@ -63,8 +63,8 @@ def test_the_grpc_door_takes_the_same_rule() -> None:
 
     from ext_authz.authorizer import Authorizer
     from ext_authz.envoy.server import AuthorizationService
-    from ext_authz.keys.store import StaticKeys
     from ext_authz.policy.loader import compile_policy_text
+    from tests.support.doubles import StaticKeys
     from tests.support.tokens import CORP, policy_yaml
 
     policy = compile_policy_text(policy_yaml(CORP), label="p.yaml", base_dir=Path())

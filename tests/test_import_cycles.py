@@ -169,10 +169,8 @@ def test_a_cycle_through_a_package_is_found() -> None:
 
 def test_deployment_tools_stay_outside_the_server() -> None:
     """The Envoy config renderer (`deploy/`) is a tool run beside the server: it imports
-    nothing of the server, and only the demo (which starts an Envoy) imports it. The
-    other importer is `envoy/config.py`, the old name kept while a test imports it."""
+    nothing of the server, and only the demo (which starts an Envoy) imports it."""
     graph = import_graph()
     assert graph["deploy"] == {}
     importers = {node: graph[node]["deploy"] for node in graph if "deploy" in graph[node]}
-    assert set(importers) == {"demo", "envoy"}
-    assert set(importers["envoy"]) == {"ext_authz.envoy.config"}
+    assert set(importers) == {"demo"}

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from ext_authz.app import ServeOptions, Server
-from ext_authz.demo.run import wait_for_grpc_serving
 from tests.support.grpc_check import CheckClient
 from tests.support.jwks_server import jwks_server
 from tests.support.keys import Remote, write_policy
-from tests.support.processes import free_port, running
+from tests.support.processes import free_port, running, wait_for_grpc_serving
 from tests.support.tokens import CORP, mint_live, policy_yaml
 
 pytestmark = pytest.mark.slow

@@ -18,11 +18,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ext_authz.app import _stamp, restamp
-from ext_authz.demo.run import wait_for_grpc_serving
 from tests.support.grpc_check import CheckClient
 from tests.support.jwks_server import jwks_server
 from tests.support.pki import Pki, make_pki
-from tests.support.processes import ChildProcess, free_port, running
+from tests.support.processes import ChildProcess, free_port, running, wait_for_grpc_serving
 from tests.support.tokens import CORP, ROGUE_RSA, policy_yaml, public_jwk
 from tests.support.tokens import mint_live as mint
 
@@ -287,7 +286,7 @@ def test_envoy_talks_mtls_to_the_server(static_policy: Path, pki: Pki, tmp_path:
     """The Envoy side of mTLS, rendered by the same config code as every Envoy config:
     with its client certificate checks go through; without one, Envoy fails closed."""
     from ext_authz.demo.upstream import serve_upstream
-    from ext_authz.envoy.config import EnvoyParams, UpstreamTls
+    from ext_authz.deploy.envoy_config import EnvoyParams, UpstreamTls
     from tests.support.processes import start_envoy
 
     (tmp_path / "envoy.pem").write_bytes(pki.client_cert)

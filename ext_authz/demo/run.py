@@ -35,11 +35,9 @@ from ext_authz.demo.processes import (
     StartupError,
     envoy_binary,
     random_base_id,
+    wait_for_grpc_serving,
     wait_for_http,
     wait_for_port,
-)
-from ext_authz.demo.processes import (
-    wait_for_grpc_serving as wait_for_grpc_serving,  # still imported from here by a test
 )
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.deploy.envoy_config import READY_PATH, EnvoyParams, render_envoy_config

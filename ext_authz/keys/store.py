@@ -28,11 +28,6 @@ class IssuerKeys:
     fetched_at: float | None = None  # wall clock of the last good fetch
     last_error: str | None = None
 
-    @property
-    def keys(self) -> KeySet | None:
-        """Compatibility name of `key_set`."""
-        return self.key_set
-
 
 class KeyProvider(Protocol):
     def current(self, issuer: str) -> IssuerKeys:
@@ -44,18 +39,3 @@ class KeyProvider(Protocol):
         fetch timeout; returns None without fetching while the issuer's refetch
         cooldown runs."""
         ...
-
-
-class StaticKeys:
-    """A key provider over fixed key sets. Nothing of the server uses it: the test double
-    is `tests.support.doubles.StaticKeys`; this copy stays only while `bench/inproc.py`
-    imports it from here (`tests/test_no_test_doubles_shipped.py` names it)."""
-
-    def __init__(self, keys: dict[str, KeySet]) -> None:
-        self._keys = {name: IssuerKeys(ks, KeyStatus.STATIC) for name, ks in keys.items()}
-
-    def current(self, issuer: str) -> IssuerKeys:
-        return self._keys.get(issuer, IssuerKeys(None, KeyStatus.FAILED))
-
-    def refetch(self, issuer: str) -> IssuerKeys | None:
-        return None
