@@ -47,6 +47,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 # The wheelhouse is bind-mounted for this one step only: it never becomes a layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels 'ext-authz[otel]' \
+    # xds-protos carries its own copy of OpenTelemetry's common_pb2.py: keep the exporter's
+    && pip install --no-index --find-links=/wheels --force-reinstall --no-deps opentelemetry-proto \
     && groupadd --gid 10001 ext-authz \
     && useradd --uid 10001 --gid ext-authz --no-create-home --no-log-init \
         --home-dir /nonexistent --shell /usr/sbin/nologin ext-authz \
