@@ -36,6 +36,7 @@ ENVOY = "#dd6b20"
 SPREAD = "#1a202c"
 
 RPS_CHART = "envoy-rps.svg"
+DOORS_CHART = "doors-rps.svg"
 CPU_CHART = "grpc-cpu-per-check.svg"
 
 
@@ -178,6 +179,24 @@ def rps_bars(envoy: dict[str, Any]) -> list[Bar]:
     return bars
 
 
+def door_bars(http: dict[str, Any], mode: str = "same") -> list[Bar]:
+    """Closed-loop req/s of each setup of the two-doors run (`mode`: one token, `same`,
+    or a distinct token per request, `distinct`)."""
+    bars = []
+    for name, setup in http.get("setups", {}).items():
+        measured = setup.get(mode)
+        if not measured or not measured.get("rps"):
+            continue
+        bars.append(
+            Bar(
+                label=f"{name}: {setup.get('description', '')}".rstrip(": "),
+                value=float(measured["rps"]),
+                colour=_colour_of_setup(name, "trivial" if name.endswith("-trivial") else None),
+            )
+        )
+    return bars
+
+
 def cpu_bars(grpc: dict[str, Any]) -> list[Bar]:
     """Server CPU µs per check (median trial, min–max over trials) for each gRPC case."""
     bars = []
@@ -213,6 +232,18 @@ def write_charts(results: dict[str, Any], out_dir: Path) -> list[Chart]:
                 "median of the rounds, line: min–max. Grey: no auth / do-nothing server."
             )
             written.append(_write(out_dir, RPS_CHART, bar_chart(title, "req/s", bars, note), title))
+    http = results.get("http")
+    if http:
+        bars = door_bars(http)
+        if bars:
+            title = "Both doors through one Envoy worker: req/s, one RS256 token (wrk)"
+            note = (
+                f"{http.get('connections', '?')} connections; HTTP door via http_service, "
+                "gRPC door via ext_authz gRPC. Grey: no auth / do-nothing servers."
+            )
+            written.append(
+                _write(out_dir, DOORS_CHART, bar_chart(title, "req/s", bars, note), title)
+            )
     grpc = results.get("grpc")
     if grpc and grpc.get("results"):
         title = "Server CPU per check through gRPC, by case"

@@ -144,3 +144,26 @@ def test_axis_labels_have_the_decimals_the_step_needs(
     value: float, step: float, label: str
 ) -> None:
     assert charts._tick(value, step) == label
+
+
+def test_the_doors_chart_has_a_bar_per_setup_with_its_rps(tmp_path: Path) -> None:
+    http = {
+        "connections": 32,
+        "setups": {
+            "jwt_authn": {"description": "Envoy + jwt_authn", "same": {"rps": 8000.0}},
+            "http": {"description": "HTTP door", "same": {"rps": 7000.0}},
+            "http-trivial": {"description": "do-nothing HTTP", "same": {"rps": 7200.0}},
+            "grpc": {"description": "gRPC door", "same": {}},  # not measured: no bar
+        },
+    }
+    bars = charts.door_bars(http)
+    assert [(bar.label.split(":")[0], bar.value) for bar in bars] == [
+        ("jwt_authn", 8000.0),
+        ("http", 7000.0),
+        ("http-trivial", 7200.0),
+    ]
+    assert bars[0].colour == charts.ENVOY and bars[2].colour == charts.REFERENCE
+    written = charts.write_charts({"http": http}, tmp_path)
+    assert [chart.file for chart in written] == [charts.DOORS_CHART]
+    svg = (tmp_path / charts.DOORS_CHART).read_text(encoding="utf-8")
+    assert "7,000" in svg and "8,000" in svg
