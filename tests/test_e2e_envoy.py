@@ -27,6 +27,7 @@ from tests.support.processes import (
     ChildProcess,
     free_port,
     running,
+    serve_cmd,
     start_envoy,
     wait_for_grpc_serving,
 )
@@ -122,20 +123,7 @@ routes:
 
 
 def server_cmd(policy: Path, port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ext_authz",
-        "serve",
-        "--config",
-        str(policy),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--grace",
-        "2",
-        "--shutdown-delay",
-        "0",
-    ]
+    return serve_cmd(policy, port, "--grace", "2")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ reload still fetching keys, and denials take the realm of the policy now running
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from ext_authz.app import ServeOptions, Server
 from tests.support.grpc_check import CheckClient
 from tests.support.jwks_server import jwks_server
 from tests.support.keys import Remote, write_policy
-from tests.support.processes import free_port, running, wait_for_grpc_serving
+from tests.support.processes import free_port, running, serve_cmd, wait_for_grpc_serving
 from tests.support.tokens import CORP, mint_live, policy_yaml
 
 pytestmark = pytest.mark.slow
@@ -37,22 +36,7 @@ def test_sigterm_during_a_reload_waiting_on_a_slow_issuer_stops_at_once(tmp_path
         corp = Remote("corp", CORP.iss, corp_idp)
         policy = write_policy(tmp_path / "policy.yaml", [corp])
         port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "ext_authz",
-            "serve",
-            "--config",
-            str(policy),
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--reload-interval",
-            "0",
-            "--shutdown-delay",
-            "0",
-            "--grace",
-            "2",
-        ]
+        cmd = serve_cmd(policy, port, "--reload-interval", "0", "--grace", "2")
         with running(cmd, name="ext-authz") as server:
             assert wait_for_grpc_serving("127.0.0.1", port, START, server)
             # the new issuer's key server answers after 40 s; its fetch waits up to 40 s

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,29 +20,17 @@ from ext_authz.app import _stamp, restamp
 from tests.support.grpc_check import CheckClient
 from tests.support.jwks_server import jwks_server
 from tests.support.pki import Pki, make_pki
-from tests.support.processes import ChildProcess, free_port, running, wait_for_grpc_serving
+from tests.support.processes import (
+    ChildProcess,
+    free_port,
+    running,
+    serve_cmd,
+    wait_for_grpc_serving,
+)
 from tests.support.tokens import CORP, ROGUE_RSA, policy_yaml, public_jwk
 from tests.support.tokens import mint_live as mint
 
 START = 30.0
-
-
-def serve_cmd(policy: Path, port: int, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ext_authz",
-        "serve",
-        "--config",
-        str(policy),
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--shutdown-delay",
-        "0",
-        "--grace",
-        "5",
-        *extra,
-    ]
 
 
 # --- metrics -----------------------------------------------------------------------

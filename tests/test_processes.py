@@ -31,7 +31,13 @@ from ext_authz.supervisor import ProcessCountError, process_count, usable_cores
 from tests.support.grpc_check import Verdict, check_request, verdict
 from tests.support.jwks_server import jwks_server
 from tests.support.keys import Remote, policy_text
-from tests.support.processes import ChildProcess, free_port, running, wait_for_grpc_serving
+from tests.support.processes import (
+    ChildProcess,
+    free_port,
+    running,
+    serve_cmd,
+    wait_for_grpc_serving,
+)
 from tests.support.redis_server import redis_server
 from tests.support.tokens import CORP, policy_yaml
 from tests.support.tokens import mint_live as mint
@@ -149,14 +155,7 @@ def two_processes(
     policy.write_text(text if text is not None else policy_yaml(CORP), encoding="utf-8")
     port, metrics_port = free_port(), free_port()
     cmd = [
-        sys.executable,
-        "-m",
-        "ext_authz",
-        "serve",
-        "--config",
-        str(policy),
-        "--listen",
-        f"127.0.0.1:{port}",
+        *serve_cmd(policy, port),
         "--metrics-listen",
         f"127.0.0.1:{metrics_port}",
         "--processes",

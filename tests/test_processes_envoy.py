@@ -5,7 +5,6 @@ dynamic metadata (route, issuer, decision id)."""
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,13 @@ import pytest
 
 from ext_authz.demo.upstream import serve_upstream
 from ext_authz.deploy.envoy_config import EnvoyParams
-from tests.support.processes import free_port, running, start_envoy, wait_for_grpc_serving
+from tests.support.processes import (
+    free_port,
+    running,
+    serve_cmd,
+    start_envoy,
+    wait_for_grpc_serving,
+)
 from tests.support.tokens import CORP, policy_yaml
 from tests.support.tokens import mint_live as mint
 from tests.test_processes import log_lines, wait_until
@@ -40,14 +45,7 @@ def test_envoy_spreads_checks_over_two_processes_and_logs_the_decision(tmp_path:
     policy.write_text(policy_yaml(CORP), encoding="utf-8")
     port = free_port()
     cmd = [
-        sys.executable,
-        "-m",
-        "ext_authz",
-        "serve",
-        "--config",
-        str(policy),
-        "--listen",
-        f"127.0.0.1:{port}",
+        *serve_cmd(policy, port),
         "--processes",
         "2",
         "--shutdown-delay",

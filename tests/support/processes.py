@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ __all__ = [
     "envoy_binary",
     "free_port",
     "running",
+    "serve_cmd",
     "start_envoy",
     "wait_for_grpc_serving",
     "wait_for_http",
@@ -37,6 +39,27 @@ __all__ = [
 ]
 
 ENVOY_START_TIMEOUT = 30.0
+
+
+def serve_cmd(policy: Path, port: int | None, *extra: str) -> list[str]:
+    """`ext-authz serve` of `policy` on 127.0.0.1:`port` (None: no gRPC door), stopping
+    without the shutdown delay; `extra` options follow (a later option wins)."""
+    listen = f"127.0.0.1:{port}" if port is not None else "off"
+    return [
+        sys.executable,
+        "-m",
+        "ext_authz",
+        "serve",
+        "--config",
+        str(policy),
+        "--listen",
+        listen,
+        "--shutdown-delay",
+        "0",
+        "--grace",
+        "5",
+        *extra,
+    ]
 
 
 @dataclass(frozen=True, slots=True)
