@@ -56,6 +56,19 @@ INSTRUMENTATION = "ext_authz"
 log = logging.getLogger("ext_authz.tracing")
 
 
+def missing_sdk_message(module: str | None) -> str:
+    """Why tracing cannot start when importing the SDK failed on `module`."""
+    if module is not None and module.startswith("opentelemetry.proto."):
+        # xds-protos ships its own opentelemetry/proto/common/v1/common_pb2.py, and the
+        # wheel pip installs last wins: the exporter then finds an older message set
+        return (
+            f"OpenTelemetry's protobuf module {module} is another package's copy "
+            "(xds-protos installs one): pip install --force-reinstall --no-deps "
+            "opentelemetry-proto"
+        )
+    return f"tracing needs the OpenTelemetry SDK: pip install 'ext-authz[otel]' ({module})"
+
+
 class TracingError(Exception):
     """Tracing was asked for and cannot be set up."""
 
@@ -271,9 +284,7 @@ def start_tracing(
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
     except ImportError as exc:
-        raise TracingError(
-            f"tracing needs the OpenTelemetry SDK: pip install 'ext-authz[otel]' ({exc.name})"
-        ) from None
+        raise TracingError(missing_sdk_message(exc.name)) from None
     resource = Resource.create({SERVICE_NAME: service_name})
     if os.environ.get("OTEL_SERVICE_NAME"):
         resource = Resource.create()  # the variable names the service

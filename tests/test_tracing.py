@@ -372,3 +372,11 @@ def test_the_http_door_continues_the_callers_trace(
     assert span.attributes["ext_authz.result"] == "allow"
     assert span.attributes["ext_authz.issuer"] == "corp"
     _no_secrets(receiver.spans, token)
+
+
+def test_a_shadowed_protobuf_module_is_named_with_its_fix() -> None:
+    shadowed = tracing.missing_sdk_message("opentelemetry.proto.common.v1.common_pb2")
+    assert "xds-protos" in shadowed
+    assert "--force-reinstall --no-deps opentelemetry-proto" in shadowed
+    missing = tracing.missing_sdk_message("opentelemetry.sdk")
+    assert "pip install 'ext-authz[otel]'" in missing
