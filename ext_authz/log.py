@@ -109,7 +109,10 @@ class BufferedStderrHandler(logging.Handler):
 
     def defer(self, format_line: Callable[..., str], *args: Any) -> None:
         """Queue `format_line(*args)`, called on the writer thread: the caller only
-        appends a tuple. The arguments must not change after the call."""
+        appends a tuple. The arguments must not change after the call. A closed
+        handler (logging reconfigured, or the process ending) takes nothing more."""
+        if self._closed:
+            return
         with self._guard:
             self._pending.append((format_line, args))
             full = len(self._pending) >= self._batch

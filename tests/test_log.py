@@ -203,3 +203,12 @@ def test_a_decision_seen_again_renders_with_its_own_id_and_latency() -> None:
         assert line["decision_id"] == f"id-{n}" and line["latency_ms"] == n
         assert line["route"] == "orders" and line["subject"] == "s"
         assert line["result"] == "allow" and line["status"] == 200
+
+
+def test_a_closed_writer_takes_no_more_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    handler = BufferedStderrHandler()
+    handler.defer(str, "before")
+    handler.close()  # flushes what it holds
+    handler.defer(str, "after")  # logging was reconfigured: nothing is kept or written
+    handler.flush()
+    assert capsys.readouterr().err.splitlines() == ["before"]
