@@ -293,7 +293,9 @@ def rate_once(running: Running, token: str, settings: Settings) -> dict[str, Any
     return result
 
 
-def _summarise_wrk(trials: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise_wrk(trials: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians (and totals) over the rounds of closed-loop runs of one setup."""
+
     def med(key: str) -> float:
         values = [float(t[key]) for t in trials if key in t]
         return float(statistics.median(values)) if values else 0.0
@@ -372,7 +374,7 @@ def run(
                         )
                     )
             for name, results in trials.items():
-                out["setups"][name]["wrk"] = _summarise_wrk(results)
+                out["setups"][name]["wrk"] = summarise_wrk(results)
         rated = [name for name in settings.rate_setups if name in running]
         rate_trials: dict[str, list[dict[str, Any]]] = {name: [] for name in rated}
         for r in range(settings.rate_rounds):

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import statistics
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
@@ -34,8 +31,8 @@ from bench.fixtures import BenchIssuer, make_issuers, mint, mint_distinct, write
 from bench.http_servers import ensure_servers
 from bench.procs import LOOPBACK, BenchError, Child, child, free_port, python_env, python_module
 from bench.procs import wait_grpc_serving as wait_grpc
-from bench.procstat import process_cpu_seconds
-from bench.wrk import parse
+from bench.procstat import process_cpu_seconds, process_tree, tree_cpu_split
+from bench.wrk import run_wrk
 from ext_authz.demo.processes import envoy_binary, random_base_id, wait_for_http
 from ext_authz.deploy.envoy_config import EnvoyParams
 
@@ -166,26 +163,7 @@ def start(setup: Setup, issuer: BenchIssuer, policy: Path, work: Path, stack: Ex
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of `pid` and its live descendants (servers with worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii") as handle:
-                text = handle.read()
-        except OSError:
-            continue
-        parent = int(text[text.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        try:
-            total += process_cpu_seconds(current)
-        except OSError:
-            continue
-        todo += children.get(current, [])
-    return total
+    return sum(tree_cpu_split(process_tree(pid)))
 
 
 def wrk_run(
@@ -199,22 +177,12 @@ def wrk_run(
 ) -> dict[str, Any]:
     """One closed-loop run: the same `token` on every request, or the Lua `script`'s
     distinct tokens. Adds Envoy's and the server's CPU µs per request."""
-    if not running.url.startswith("http://127.0.0.1:"):
-        raise ValueError("load goes to 127.0.0.1 only")
     envoy_before = process_cpu_seconds(running.envoy.pid)
     server_before = tree_cpu_seconds(running.server.pid) if running.server else 0.0
-    cmd = [wrk, "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency"]
-    cmd += ["--timeout", "5s"]
-    if script is not None:
-        cmd += ["-s", str(script)]
-    else:
-        for name, value in envoy_bench.load_headers(token or "").items():
-            cmd += ["-H", f"{name}: {value}"]
-    cmd.append(running.url)
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    if done.returncode != 0:
-        raise BenchError(f"wrk failed: {done.stderr.strip()[-500:]}")
-    result = parse(done.stdout)
+    headers = envoy_bench.load_headers(token or "") if script is None else {}
+    result = run_wrk(
+        wrk, running.url, headers, seconds=seconds, connections=connections, script=script
+    )
     requests = max(1, int(result.get("requests", 0)))
     result["envoy_us_per_request"] = (
         (process_cpu_seconds(running.envoy.pid) - envoy_before) / requests * 1e6
@@ -222,24 +190,6 @@ def wrk_run(
     server_after = tree_cpu_seconds(running.server.pid) if running.server else 0.0
     result["server_us_per_request"] = (server_after - server_before) / requests * 1e6
     return result
-
-
-def _summary(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    def med(key: str) -> float:
-        values = [float(t[key]) for t in trials if key in t]
-        return float(statistics.median(values)) if values else 0.0
-
-    return {
-        "rps": med("rps"),
-        "rps_all": [t["rps"] for t in trials],
-        "p50_ms": med("p50_ms"),
-        "p99_ms": med("p99_ms"),
-        "requests": sum(int(t.get("requests", 0)) for t in trials),
-        "non_2xx": sum(int(t["non_2xx"]) for t in trials),
-        "socket_errors": sum(int(t["socket_errors"]) for t in trials),
-        "envoy_us_per_request": med("envoy_us_per_request"),
-        "server_us_per_request": med("server_us_per_request"),
-    }
 
 
 def run(
@@ -316,8 +266,8 @@ def run(
                     offset[name] += int(result.get("requests", 0))
                     distinct[name].append(result)
             for name in names:
-                out["setups"][name]["same"] = _summary(same[name])
-                out["setups"][name]["distinct"] = _summary(distinct[name])
+                out["setups"][name]["same"] = envoy_bench.summarise_wrk(same[name])
+                out["setups"][name]["distinct"] = envoy_bench.summarise_wrk(distinct[name])
         rated = [n for n in settings.rate.rate_setups if n in running]
         rate_trials: dict[str, list[dict[str, Any]]] = {n: [] for n in rated}
         for r in range(settings.rate.rate_rounds):

@@ -8,7 +8,10 @@ import resource
 import shutil
 import subprocess
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from bench.procs import BenchError
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
@@ -86,11 +89,16 @@ def run_wrk(
     seconds: float,
     connections: int,
     threads: int = 1,
+    script: Path | None = None,
 ) -> dict[str, Any]:
+    """One closed-loop run: `headers` on every request, or requests made by the Lua
+    `script` (which then sets its own headers)."""
     if not url.startswith("http://127.0.0.1:"):
         raise ValueError("load goes to 127.0.0.1 only")
     cmd = [binary, "-t", str(threads), "-c", str(connections), "-d", f"{int(seconds)}s"]
     cmd += ["--latency", "--timeout", "5s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
     for name, value in headers.items():
         cmd += ["-H", f"{name}: {value}"]
     cmd.append(url)
@@ -98,7 +106,7 @@ def run_wrk(
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=False)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        raise BenchError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     result = parse(done.stdout)
     wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result.update(seconds=seconds, connections=connections, threads=threads)
