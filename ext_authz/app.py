@@ -125,10 +125,11 @@ class RuntimeHolder:
             old = self.manager
             manager = start_keys(policy, metrics, inherit=old, workers=self.workers)
             with self._swap:
-                if not self._closed:
+                swapped = not self._closed
+                if swapped:
                     self.runtime = Runtime(policy, manager)
                     self.manager = manager
-            if self.manager is not manager:
+            if not swapped:
                 manager.stop()
                 log.info("policy reload abandoned: the server is stopping")
                 return False
