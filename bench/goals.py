@@ -28,6 +28,11 @@ THREAD_CASES = (
     ("sync-seen-info-w16", "sync, 16 check threads"),
     ("aio-seen-info", "grpc.aio, memo hit and miss on the loop thread"),
 )
+# other stacks' do-nothing floors, shown beside the thread counts (not in the verdict)
+STACK_CASES = (
+    ("aio-trivial", "grpc.aio, do-nothing handler"),
+    ("grpclib-trivial", "grpclib (h2 on uvloop), do-nothing handler"),
+)
 OPTION_CASES = (
     ("sync-seen-info", "shipped: memo on, --decision-log all"),
     ("sync-seen-info-nomemo", "--memo-size 0"),
@@ -225,14 +230,18 @@ def section(results: dict[str, Any]) -> list[str]:
             *_table(header, [*reference, *options]),
             "",
         ]
-    threads = _rows_for(grpc, THREAD_CASES, trivial)
+    threads = _rows_for(grpc, THREAD_CASES + STACK_CASES, trivial)
     if threads:
         out += [
-            "Hand-offs: check threads and grpc.aio, seen token. grpcio's synchronous server "
-            "runs every handler on its thread pool (there is no inline mode for a memo "
-            "hit), and `maximum_concurrent_rpcs` refuses calls over the limit "
-            "(RESOURCE_EXHAUSTED, a denial through Envoy) rather than queueing them, so "
-            "it is not a speed setting.",
+            "Hand-offs: check threads, grpc.aio and another Python gRPC stack, seen token. "
+            "grpcio's synchronous server runs every handler on its thread pool, and there "
+            "is no inline mode for a memo hit: an executor that runs the handler on the "
+            "polling thread deadlocks, because the request message arrives as a later "
+            "completion-queue event that the same thread must process. "
+            "`maximum_concurrent_rpcs` refuses calls over the limit (RESOURCE_EXHAUSTED, a "
+            "denial through Envoy) rather than queueing them, so it is not a speed "
+            "setting. grpclib (HTTP/2 framing in Python by `h2`, on uvloop) is measured "
+            "with a do-nothing handler as the other stack a Python server could sit on.",
             "",
             *_table(header, [*reference, *threads]),
             "",

@@ -37,7 +37,7 @@ CLIENT_TIMEOUT = 420.0
 @dataclass(frozen=True)
 class Case:
     name: str
-    model: str  # "sync" (grpcio thread pool) or "aio" (grpc.aio)
+    model: str  # "sync" (grpcio thread pool), "aio" (grpc.aio) or "grpclib" (trivial only)
     handler: str  # "trivial" or "real"
     log_level: str  # the server's --log-level; decision lines are INFO
     tokens: str  # "seen" or "unseen"
@@ -54,6 +54,8 @@ class Case:
         if self.processes > 1:
             pool += f", {self.processes} processes"
         conns = f", {self.connections} connections" if self.connections > 1 else ""
+        if self.model == "grpclib":
+            return f"grpclib (h2 on uvloop), trivial handler (answers OK){conns}"
         if self.handler == "trivial":
             return f"{self.model}{pool}, trivial handler (answers OK){conns}"
         note = f", {self.note}" if self.note else ""
@@ -116,6 +118,8 @@ TRACED_CASES = (
 ALL_CASES = (
     _case("sync", "trivial", "warning", "seen"),
     _case("aio", "trivial", "warning", "seen"),
+    # another Python gRPC stack's floor: HTTP/2 in Python (h2) on uvloop
+    _case("grpclib", "trivial", "warning", "seen"),
     _case("sync", "real", "info", "seen"),
     _case("sync", "real", "warning", "seen"),
     _case("aio", "real", "info", "seen"),
@@ -174,6 +178,7 @@ QUICK_CASES = tuple(
     in {
         "sync-trivial",
         "aio-trivial",
+        "grpclib-trivial",
         "sync-seen-info",
         "sync-seen-warning",
         "aio-seen-info",
@@ -213,6 +218,8 @@ def server_command(
     case: Case, policy: Path, port: int, otlp_endpoint: str | None = None
 ) -> list[str]:
     listen = f"{LOOPBACK}:{port}"
+    if case.model == "grpclib":
+        return python_module("bench.grpclib_server", "--listen", listen)
     if case.handler == "trivial":
         return python_module(
             "bench.trivial_server",

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -260,6 +260,12 @@ class Server:
                 lambda decision, _id, seconds: metrics.observe_decision(decision, seconds)
             )
         holder = self.holder
+        # the HTTP door's own memo: it keeps decisions, the gRPC one serialised answers
+        http_memo: AnswerMemo[None] | None = (
+            AnswerMemo(holder, cache, clock, options.memo_size)
+            if options.memo_size > 0 and options.http_listen
+            else None
+        )
         try:
             self.grpc, self._health, self.port = build_server(
                 authorizer,
@@ -280,13 +286,15 @@ class Server:
                 observers,
                 reuse_port=options.reuse_port,
                 tracer=tracer,
-                # its own memo: it keeps decisions, the gRPC one serialised answers
-                memo=AnswerMemo(holder, cache, clock, options.memo_size)
-                if options.memo_size > 0 and options.http_listen
-                else None,
+                memo=http_memo,
             )
             if metrics is not None and options.metrics_listen is not None:
-                metrics.watch_runtime(holder.statuses, cache, memo=memo)
+                memos: dict[str, AnswerMemo[Any]] = {}
+                if memo is not None and options.listen != "off":
+                    memos["grpc"] = memo
+                if http_memo is not None:
+                    memos["http"] = http_memo
+                metrics.watch_runtime(holder.statuses, cache, memos=memos)
                 if control is None:
                     serve_metrics(metrics, options.metrics_listen)
                 else:  # the supervisor serves the sum of its workers' metrics

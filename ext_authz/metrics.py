@@ -91,10 +91,11 @@ class Metrics:
         statuses: Callable[[], Mapping[str, IssuerKeys]],
         cache: VerifiedTokenCache | None,
         clock: Callable[[], float] = time.time,
-        memo: AnswerMemo[Any] | None = None,
+        memos: Mapping[str, AnswerMemo[Any]] | None = None,
     ) -> None:
-        """Report key state, the token cache and the answer memo at scrape time."""
-        self._runtime = _RuntimeCollector(statuses, cache, clock, memo)
+        """Report key state, the token cache and the answer memos (by door: `grpc`,
+        `http`) at scrape time."""
+        self._runtime = _RuntimeCollector(statuses, cache, clock, memos or {})
         self.registry.register(self._runtime)
 
     def publish_runtime(self, interval: float = 1.0) -> None:
@@ -153,12 +154,12 @@ class _RuntimeCollector(Collector):
         statuses: Callable[[], Mapping[str, IssuerKeys]],
         cache: VerifiedTokenCache | None,
         clock: Callable[[], float],
-        memo: AnswerMemo[Any] | None = None,
+        memos: Mapping[str, AnswerMemo[Any]],
     ) -> None:
         self._statuses = statuses
         self._cache = cache
         self._clock = clock
-        self._memo = memo
+        self._memos = dict(memos)
 
     def describe(self) -> list[Any]:
         return []
@@ -196,17 +197,22 @@ class _RuntimeCollector(Collector):
                 "Checks that verified their token.",
                 value=self._cache.misses,
             )
-        if self._memo is not None:
-            yield CounterMetricFamily(
+        if self._memos:
+            hits = CounterMetricFamily(
                 "ext_authz_answer_memo_hits",
-                "Checks answered from the memo of finished allow answers.",
-                value=self._memo.hits,
+                "Checks answered from the memo of finished allow answers, by door.",
+                labels=["door"],
             )
-            yield CounterMetricFamily(
+            misses = CounterMetricFamily(
                 "ext_authz_answer_memo_misses",
-                "Checks with a token on a `require` route that the memo could not answer.",
-                value=self._memo.misses,
+                "Checks with a token on a `require` route that the memo could not answer, by door.",
+                labels=["door"],
             )
+            for door, memo in sorted(self._memos.items()):
+                hits.add_metric([door], memo.hits)
+                misses.add_metric([door], memo.misses)
+            yield hits
+            yield misses
 
 
 def serve_metrics(metrics: Metrics, listen: str) -> Any:

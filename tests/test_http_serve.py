@@ -71,8 +71,15 @@ def test_http_door_alone_reloads_counts_logs_and_shuts_down(tmp_path: Path) -> N
     )
     with running(args, name="ext-authz") as server:
         wait_for_http(f"http://127.0.0.1:{door}/healthz", START_TIMEOUT, proc=server)
-        assert check(door, mint_live(CORP)).status_code == 200
+        token = mint_live(CORP)
+        for _ in range(3):  # one miss, then two answers from the HTTP door's memo
+            assert check(door, token).status_code == 200
         assert check(door).status_code == 401
+        with httpx.Client(trust_env=False, timeout=5) as client:
+            before = client.get(f"http://127.0.0.1:{metrics}/metrics").text
+        assert 'ext_authz_answer_memo_hits_total{door="http"} 2.0' in before
+        assert 'ext_authz_answer_memo_misses_total{door="http"} 1.0' in before
+        assert 'door="grpc"' not in before  # --listen off: no gRPC door, no gRPC memo
         write(policy, "deny: true")  # hot reload: the same file, a stricter route
         deadline = time.monotonic() + 10
         while check(door, mint_live(CORP)).status_code != 403:

@@ -75,7 +75,7 @@ def test_metrics_count_a_known_mix_of_decisions(tmp_path: Path) -> None:
     assert decisions("everything-else", "deny", "route_deny") == 1
     assert samples[("ext_authz_check_duration_seconds_count", (("result", "allow"),))] == 3
     # the repeated allows come from the answer memo, before the token cache
-    assert samples[("ext_authz_answer_memo_hits_total", ())] == 2
+    assert samples[("ext_authz_answer_memo_hits_total", (("door", "grpc"),))] == 2
     assert samples[("ext_authz_token_cache_hits_total", ())] == 0
     assert samples[("ext_authz_keys", (("issuer", "corp"),))] == 1
     assert samples[("ext_authz_keys_state", (("issuer", "corp"), ("state", "static")))] == 1

@@ -188,8 +188,8 @@ def test_two_processes_answer_on_one_port_are_counted_together_and_stop_on_sigte
         assert wait_until(lambda: served.sample("ext_authz_keys", issuer="corp") == 1, 5)
         assert wait_until(
             lambda: (
-                served.sample("ext_authz_answer_memo_hits_total")
-                + served.sample("ext_authz_answer_memo_misses_total")
+                served.sample("ext_authz_answer_memo_hits_total", door="grpc")
+                + served.sample("ext_authz_answer_memo_misses_total", door="grpc")
                 == FRESH_CHECKS
             ),
             5,
