@@ -102,14 +102,26 @@ def _fragments(decision: Decision) -> tuple[str, str]:
     return before, after
 
 
+_STATIC: list[Any] = [None, ""]  # the static fields last encoded (a copy), and their text
+
+
+def _static_part() -> str:
+    """The process's static fields (`worker`, ...), encoded again only when they change."""
+    fields = static_fields()
+    if fields != _STATIC[0]:
+        _STATIC[:] = [dict(fields), _encoded(fields)]
+    return str(_STATIC[1])
+
+
 def decision_line(decision: Decision, decision_id: str, seconds: float, now: float) -> str:
     """The JSON line the formatter would write for this decision, built directly: the
     fixed part once, the decision's own part once per decision object, strings through
     json's own escaping. Call it from one thread (the log writer)."""
     before, after = _fragments(decision)
-    latency = _ENCODER.encode(round(seconds * 1000, 3))
+    # a finite float's repr is its JSON text (what `json` itself writes)
+    latency = repr(round(seconds * 1000, 3))
     return (
-        f'{{"ts":"{timestamp(now)}"{_HEAD}{_encoded(static_fields())}'
+        f'{{"ts":"{timestamp(now)}"{_HEAD}{_static_part()}'
         f',"decision_id":{_escape(decision_id)}{before},"latency_ms":{latency}{after}}}'
     )
 

@@ -212,3 +212,24 @@ def test_a_closed_writer_takes_no_more_lines(capsys: pytest.CaptureFixture[str])
     handler.defer(str, "after")  # logging was reconfigured: nothing is kept or written
     handler.flush()
     assert capsys.readouterr().err.splitlines() == ["before"]
+
+
+def test_a_decision_line_carries_static_fields_added_after_the_first_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The static part of a line is encoded once and again only when it changes: a
+    worker index set after start-up shows on the next line."""
+    from ext_authz import log as log_module
+
+    monkeypatch.setattr(log_module, "_static", {})
+    allow = Allow("orders", "corp", "alice")
+    first = json.loads(decision_log_module.decision_line(allow, "id-1", 0.0012345, 1.5e9))
+    assert "worker" not in first
+    log_module.add_static_fields(worker=3)
+    second = json.loads(decision_log_module.decision_line(allow, "id-2", 0.0012345, 1.5e9))
+    assert second["worker"] == 3
+    assert second["decision_id"] == "id-2"
+    assert second["latency_ms"] == 1.234  # rounded to the microsecond, a JSON number
+    assert {k: v for k, v in second.items() if k not in ("worker", "decision_id")} == {
+        k: v for k, v in first.items() if k != "decision_id"
+    }
