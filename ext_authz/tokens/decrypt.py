@@ -54,7 +54,7 @@ _NAME = re.compile(r"[A-Za-z0-9_+-]{1,32}")
 _NESTED_CTY = frozenset({"jwt", "at+jwt", "application/jwt", "application/at+jwt"})
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _COMPACT_JWE = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]*){4}")
-_AGREEMENT = frozenset(alg for alg in KEY_MANAGEMENT if alg.startswith("ECDH-ES"))
+_AGREEMENT = frozenset(name for name, row in KEY_MANAGEMENT.items() if row.agreement)
 # a key that does not decrypt the token: `cryptography`'s errors, or joserfc's content
 # model refusing the tag or the padding
 _KEY_FAILURES = (KeyMismatch, JoseError, *CRYPTO_ERRORS)

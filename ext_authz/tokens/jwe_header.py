@@ -96,9 +96,9 @@ _WITH_AGREEMENT = MappingProxyType({**_PLAIN, **AGREEMENT_PARAMETERS})
 class Agreement:
     """What ECDH-ES reads from the header, checked and decoded before any key is used."""
 
-    kty: str  # EC or OKP
+    kty: str  # ours are EC or OKP
     crv: str
-    x: bytes
+    x: bytes | None
     y: bytes | None  # EC only
     apu: bytes
     apv: bytes
@@ -125,22 +125,23 @@ def check_members(header: Mapping[str, Any], agreement: bool) -> None:
 
 def read_agreement(header: Mapping[str, Any]) -> Agreement:
     """`epk`, `apu` and `apv` of an ECDH-ES header (members already checked by
-    `check_members`), for their structure only: whether the point is on the curve of
-    one of our keys is the key's question (`jwe_keys.content_key`)."""
+    `check_members`). Refused here: no `epk`, an `epk` holding a private key, a
+    coordinate or party info that is not base64url. Whether the point is of our key's
+    type and curve, of its size and on the curve is the key's question
+    (`jwe_keys.content_key`): a token that fails it fails to decrypt."""
     epk = header.get("epk")
     if not isinstance(epk, dict):
         raise _invalid("'epk' is missing")
     if "d" in epk:
         raise _invalid("'epk' holds a private key")
     kty, crv = epk.get("kty"), epk.get("crv")
-    if kty not in ("EC", "OKP") or not isinstance(crv, str):
-        raise _invalid("'epk' must be an EC or OKP public key with a 'crv'")
-    if kty == "OKP" and "y" in epk:
-        raise _invalid("'epk' of type OKP has a 'y'")
-    x = _bytes(epk, "x", "'epk' member")
-    y = _bytes(epk, "y", "'epk' member") if kty == "EC" else None
+    x = _bytes(epk, "x", "'epk' member") if "x" in epk else None
+    y = _bytes(epk, "y", "'epk' member") if "y" in epk else None
     apu = _bytes(header, "apu", "header member") if "apu" in header else b""
     apv = _bytes(header, "apv", "header member") if "apv" in header else b""
+    # a `kty` or `crv` that is not a string matches none of our keys
+    kty = kty if isinstance(kty, str) else ""
+    crv = crv if isinstance(crv, str) else ""
     return Agreement(kty, crv, x, y, apu, apv)
 
 

@@ -9,8 +9,8 @@ primitive.
   `ECDH-ES+A128KW` / `+A256KW` unwrap the CEK with the derived key;
 - `dir`: the key is the CEK.
 
-The header's structure (`epk` a public EC or OKP key, `apu`/`apv` base64url) is
-checked before any key is used (`jwe_header.py`). What depends on the
+The header's structure (`epk` an object without a private part, its coordinates and
+`apu`/`apv` base64url) is checked before any key is used (`jwe_header.py`). What depends on the
 key (the curve, the coordinates' size, the point, the unwrap, the padding) raises
 `KeyMismatch`: this key does not decrypt the token, another one may. Which step
 failed is never said.
@@ -30,11 +30,16 @@ from ext_authz.algorithms import CONTENT_ENCRYPTION, KEY_MANAGEMENT
 from ext_authz.keys.decryption_keys import DecryptionKey
 from ext_authz.tokens.jwe_header import Agreement
 
+_DIGESTS: Mapping[str, hashes.HashAlgorithm] = {
+    "sha1": hashes.SHA1(),  # noqa: S303  RFC 7518 section 4.3: RSA-OAEP is OAEP with SHA-1
+    "sha256": hashes.SHA256(),
+}
 _OAEP = {
-    "RSA-OAEP": padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),  # noqa: S303  RFC 7518 section 4.3
-    "RSA-OAEP-256": padding.OAEP(
-        mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None
-    ),
+    name: padding.OAEP(
+        mgf=padding.MGF1(_DIGESTS[row.oaep_digest]), algorithm=_DIGESTS[row.oaep_digest], label=None
+    )
+    for name, row in KEY_MANAGEMENT.items()
+    if row.oaep_digest is not None
 }
 _EC_CURVES: Mapping[str, tuple[ec.EllipticCurve | None, int]] = {
     "P-256": (ec.SECP256R1(), 32),
@@ -75,24 +80,25 @@ def _recover(
     encrypted_key: bytes,
     agreement: Agreement | None,
 ) -> bytes:
-    if alg in _OAEP:
+    row = KEY_MANAGEMENT[alg]
+    oaep = _OAEP.get(alg)
+    if oaep is not None:
         if not isinstance(key.private, rsa.RSAPrivateKey):
             raise KeyMismatch
-        return key.private.decrypt(encrypted_key, _OAEP[alg])
-    if alg == "dir":
+        return key.private.decrypt(encrypted_key, oaep)
+    if row.direct:
         return key.secret
-    row = KEY_MANAGEMENT[alg]
-    if row.wrap_bytes is not None:  # A128KW, A256KW
-        if len(key.secret) != row.wrap_bytes:
+    if row.agreement:
+        if agreement is None:
             raise KeyMismatch
-        return aes_key_unwrap(key.secret, encrypted_key)
-    if agreement is None:
+        shared = _agree(key, agreement)
+        if row.kek_bytes is None:  # direct key agreement: the derived key is the CEK
+            return _concat_kdf(shared, enc, size, agreement)
+        kek = _concat_kdf(shared, alg, row.kek_bytes, agreement)
+        return aes_key_unwrap(kek, encrypted_key)
+    if row.wrap_bytes is None or len(key.secret) != row.wrap_bytes:
         raise KeyMismatch
-    shared = _agree(key, agreement)
-    if alg == "ECDH-ES":
-        return _concat_kdf(shared, enc, size, agreement)
-    kek_bytes = 16 if alg == "ECDH-ES+A128KW" else 32
-    return aes_key_unwrap(_concat_kdf(shared, alg, kek_bytes, agreement), encrypted_key)
+    return aes_key_unwrap(key.secret, encrypted_key)
 
 
 def _agree(key: DecryptionKey, agreement: Agreement) -> bytes:
@@ -100,6 +106,8 @@ def _agree(key: DecryptionKey, agreement: Agreement) -> bytes:
     if agreement.kty != key.kty or agreement.crv != key.curve:
         raise KeyMismatch
     private = key.private
+    if agreement.x is None:
+        raise KeyMismatch
     if isinstance(private, ec.EllipticCurvePrivateKey):
         curve, coordinate = _EC_CURVES.get(agreement.crv, (None, 0))
         y = agreement.y
