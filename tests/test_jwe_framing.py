@@ -587,3 +587,14 @@ def test_every_registered_jwe_parameter_of_the_right_type_is_accepted() -> None:
     decrypted = decrypt_token(_sealed(header), CONFIG)
     assert isinstance(decrypted, Decrypted)
     assert decrypted.plaintext == b"claims"
+
+
+def test_a_header_of_up_to_4_kib_decrypts() -> None:
+    """Our limit is 4 KiB of decoded header; joserfc alone stops at 1 KiB of base64url
+    with an exception of its own, which escaped the decryptor as an internal error."""
+    long_header = {"x5t": "a" * 2000}
+    token = encrypt(b"claims", DIR128.public_jwk(), "dir", "A128GCM", extra_header=long_header)
+    assert 1024 < len(token.split(".")[0]) < 4096
+    assert ours(token) == b"claims"
+    with pytest.raises(JoseError):
+        jwe.decrypt_compact(token, OURS[DIR128.kid].key, registry=JOSERFC)

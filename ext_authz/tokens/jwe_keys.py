@@ -50,7 +50,7 @@ X25519_BYTES = 32
 
 # what `cryptography` raises when a key does not fit: a wrong unwrap, an OAEP padding
 # error, a point off the curve, a low-order X25519 point, a wrong length
-CRYPTO_ERRORS = (ValueError, InvalidTag, InvalidUnwrap, InvalidKey, TypeError)
+CRYPTO_ERRORS = (ValueError, InvalidTag, InvalidUnwrap, InvalidKey)
 
 
 class KeyMismatch(Exception):  # a verdict on one key, not an error
