@@ -17,7 +17,10 @@ from typing import Final, TypeVar
 class SignatureAlgorithm:
     name: str
     kty: str  # the key type that verifies it
+    scheme: str  # RFC 7518 section 3: "pkcs1", "pss" or "ecdsa"; "eddsa" (RFC 8037)
+    hash_bits: int = 0  # the SHA-2 hash of the scheme (0: EdDSA hashes internally)
     curve: str | None = None  # EC and OKP keys: the one curve it runs on
+    coordinate_bytes: int = 0  # ECDSA: the size of each of `r` and `s` in a signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,16 +55,16 @@ _ECDH = frozenset({"EC", "OKP"})
 _OCT = frozenset({"oct"})
 
 SIGNATURES: Final = _by_name(
-    SignatureAlgorithm("RS256", "RSA"),
-    SignatureAlgorithm("RS384", "RSA"),
-    SignatureAlgorithm("RS512", "RSA"),
-    SignatureAlgorithm("PS256", "RSA"),
-    SignatureAlgorithm("PS384", "RSA"),
-    SignatureAlgorithm("PS512", "RSA"),
-    SignatureAlgorithm("ES256", "EC", "P-256"),
-    SignatureAlgorithm("ES384", "EC", "P-384"),
-    SignatureAlgorithm("ES512", "EC", "P-521"),
-    SignatureAlgorithm("EdDSA", "OKP", "Ed25519"),
+    SignatureAlgorithm("RS256", "RSA", "pkcs1", 256),
+    SignatureAlgorithm("RS384", "RSA", "pkcs1", 384),
+    SignatureAlgorithm("RS512", "RSA", "pkcs1", 512),
+    SignatureAlgorithm("PS256", "RSA", "pss", 256),
+    SignatureAlgorithm("PS384", "RSA", "pss", 384),
+    SignatureAlgorithm("PS512", "RSA", "pss", 512),
+    SignatureAlgorithm("ES256", "EC", "ecdsa", 256, "P-256", 32),
+    SignatureAlgorithm("ES384", "EC", "ecdsa", 384, "P-384", 48),
+    SignatureAlgorithm("ES512", "EC", "ecdsa", 512, "P-521", 66),
+    SignatureAlgorithm("EdDSA", "OKP", "eddsa", curve="Ed25519"),
 )
 KEY_MANAGEMENT: Final = _by_name(
     KeyManagement("RSA-OAEP", _RSA, oaep_digest="sha1"),

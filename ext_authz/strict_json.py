@@ -37,12 +37,19 @@ class TooDeep(ValueError):
         super().__init__("the JSON is nested too deeply")
 
 
+# built once: `json.loads` with hooks builds a decoder on every call
+_DECODER = json.JSONDecoder(object_pairs_hook=unique_members, parse_constant=no_constants)
+
+
 def loads(text: str | bytes) -> Any:
     """`json.loads` with both refusals: raises `DuplicateMember` on a repeated member,
     `TooDeep` on nesting deeper than the interpreter's recursion limit, and `ValueError`
-    on `NaN`/`Infinity` or text that is not JSON (bytes must be UTF-8)."""
+    on `NaN`/`Infinity` or text that is not JSON. Bytes must be UTF-8 (a leading BOM is
+    skipped, as `json.loads` does); a text must not start with one."""
+    if not isinstance(text, str):
+        text = text.decode("utf-8-sig")  # UnicodeDecodeError is a ValueError
     try:
-        return json.loads(text, object_pairs_hook=unique_members, parse_constant=no_constants)
+        return _DECODER.decode(text)
     except RecursionError:
         raise TooDeep from None
 

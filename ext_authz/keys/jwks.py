@@ -51,6 +51,11 @@ class VerificationKey:
     key: JoseKey
     thumbprint: str
 
+    @property
+    def public(self) -> Any:
+        """The `cryptography` public key object that verifies (imported at load)."""
+        return self.key.public_key
+
     def fits(self, alg: str) -> bool:
         """Whether this key may verify a signature made with `alg`."""
         if self.alg is not None and self.alg != alg:
