@@ -30,6 +30,9 @@ class KeyManagement:
     wrap_bytes: int | None = None  # A*KW: the size of the symmetric key
     encrypted_key: bool = True  # False: `dir` and `ECDH-ES` carry no encrypted key
     direct: bool = False  # `dir`: the key is the content encryption key itself
+    oaep_digest: str | None = None  # RSA-OAEP: the hash of OAEP and MGF1 ("sha1", "sha256")
+    agreement: bool = False  # ECDH-ES: the key is agreed from the header's `epk`
+    kek_bytes: int | None = None  # ECDH-ES+A*KW: the agreed key wraps the CEK, of this size
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +67,11 @@ SIGNATURES: Final = _by_name(
     SignatureAlgorithm("EdDSA", "OKP", "eddsa", curve="Ed25519"),
 )
 KEY_MANAGEMENT: Final = _by_name(
-    KeyManagement("RSA-OAEP", _RSA),
-    KeyManagement("RSA-OAEP-256", _RSA),
-    KeyManagement("ECDH-ES", _ECDH, encrypted_key=False),
-    KeyManagement("ECDH-ES+A128KW", _ECDH),
-    KeyManagement("ECDH-ES+A256KW", _ECDH),
+    KeyManagement("RSA-OAEP", _RSA, oaep_digest="sha1"),
+    KeyManagement("RSA-OAEP-256", _RSA, oaep_digest="sha256"),
+    KeyManagement("ECDH-ES", _ECDH, encrypted_key=False, agreement=True),
+    KeyManagement("ECDH-ES+A128KW", _ECDH, agreement=True, kek_bytes=16),
+    KeyManagement("ECDH-ES+A256KW", _ECDH, agreement=True, kek_bytes=32),
     KeyManagement("A128KW", _OCT, wrap_bytes=16),
     KeyManagement("A256KW", _OCT, wrap_bytes=32),
     KeyManagement("dir", _OCT, encrypted_key=False, direct=True),

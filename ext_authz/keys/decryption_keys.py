@@ -1,7 +1,9 @@
 """Our own private keys for tokens encrypted to us (JWE), loaded and checked once.
 
 Unlike an issuer's public key set, this file is ours: any key in it that cannot be
-used is a load error that stops the process, never a key silently skipped.
+used is a load error that stops the process, never a key silently skipped. Each key's
+`cryptography` object (or its bytes, for a symmetric key) is made here, once, for the
+JWE code (`tokens/jwe_keys.py`) to use as is on every token.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
+from joserfc.jwk import OctKey
 
 from ext_authz import strict_json
 from ext_authz.algorithms import CONTENT_ENCRYPTION, ECDH_CURVES, KEY_MANAGEMENT
@@ -31,6 +36,9 @@ _OCT_BYTES = frozenset(
 )
 
 
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | x25519.X25519PrivateKey
+
+
 class DecryptionKeyError(ValueError):
     """A decryption key set that cannot be used; the message never holds key material."""
 
@@ -43,6 +51,8 @@ class DecryptionKey:
     alg: str | None
     size: int  # RSA modulus bits, or oct key bytes; 0 for EC/OKP
     key: JoseKey
+    private: PrivateKey | None = None  # RSA, EC, OKP: `cryptography`'s private key
+    secret: bytes = b""  # oct: the key's bytes
 
     def fits(self, alg: str) -> bool:
         """Whether this key may unwrap, agree or directly be the key for `alg`."""
@@ -165,10 +175,23 @@ def _decryption_key(raw: Mapping[str, Any], kid: str | None) -> DecryptionKey:
             )
     else:
         raise JwkRefused("unsupported key type")
-    decryption_key = DecryptionKey(kid, str(kty), curve, alg, size, import_jwk(raw))
+    key = import_jwk(raw)
+    decryption_key = DecryptionKey(kid, str(kty), curve, alg, size, key, *_prepared(key))
     if alg is not None:
         if alg not in KEY_MANAGEMENT:
             raise JwkRefused("'alg' is not a supported key management algorithm")
         if not decryption_key.fits(alg):
             raise JwkRefused(f"'alg' {alg} does not fit a {kty} key")
     return decryption_key
+
+
+def _prepared(key: JoseKey) -> tuple[PrivateKey | None, bytes]:
+    """The `cryptography` private key, or the secret bytes, that the key imported to."""
+    if isinstance(key, OctKey):
+        return None, key.raw_value
+    private = key.private_key
+    if isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        return private, b""
+    if isinstance(private, x25519.X25519PrivateKey):
+        return private, b""
+    raise JwkRefused("not a private key for decryption")
