@@ -704,34 +704,73 @@ def jwe_section(rows: list[dict[str, Any]] | None) -> list[str]:
         return []
     from bench.jwe_bench import JweRow, markdown
 
-    table = markdown(
-        [JweRow(r["case"], r["ours_us"], r["raw_us"], r.get("check_us", 0.0)) for r in rows]
-    )
+    parsed = [
+        JweRow(
+            r["case"],
+            r["ours_us"],
+            r["raw_us"],
+            r.get("check_us", 0.0),
+            reference=bool(r.get("reference", False)),
+        )
+        for r in rows
+    ]
     return [
         "## 1b. Encrypted tokens (JWE)",
         "",
         "One thread, CPU time per call, best of three, for every supported alg/enc pair. "
         "A nested JWE (minted by jwcrypto) around an RS256 JWS goes through "
         "`Authorizer.authenticate` with the verified-token cache off (our header checks, "
-        "decryption with joserfc, the inner token parsed and verified like a bare one, its "
-        "claims checked); the last column is the whole `Authorizer.check` (plus routing, "
-        "rules, header mapping). The reference does the same cryptography with raw "
+        "our JWE framing over `cryptography`'s primitives and joserfc's AES-CBC-HMAC "
+        "content model, the inner token parsed and verified like a bare one, its claims "
+        "checked); the last column is the whole `Authorizer.check` (plus routing, rules, "
+        "header mapping). The reference does the same cryptography with raw "
         "`cryptography` calls (RSA-OAEP, ECDH + Concat KDF, AES key unwrap, AES-GCM or "
-        "AES-CBC + HMAC, RS256 verify) on the same token in the same run.",
+        "AES-CBC + HMAC, RS256 verify) on the same token in the same run; it never reads "
+        "the inner token's claims.",
         "",
-        table,
+        markdown(parsed),
         "",
-        "Where the gap goes (cProfile of `Authorizer.authenticate`): no key is imported "
-        "and no registry built per call (our keys are imported at load, the JWE registry "
-        "once per policy); what remains is joserfc's own per-token work (it parses the "
-        "header and decodes every segment again, and imports the ephemeral `epk` from its "
-        "JWK form, about as costly as the ECDH itself) and the strict parse of the inner "
-        "JWS (canonical base64url, duplicate-member and NaN refusals). With RSA the "
-        "private-key operation dominates and the pairs meet the goal; with ECDH and the "
-        "symmetric pairs the primitives cost tens of microseconds or less, so that fixed "
-        "cost decides the ratio.",
-        "",
+        *_jwe_split(parsed),
     ]
+
+
+def _jwe_split(rows: list[Any]) -> list[str]:
+    """Where each pair's time goes: the inner JWS (measured alone) and the rest."""
+    bare = next((r for r in rows if r.reference), None)
+    pairs = [r for r in rows if not r.reference]
+    if bare is None or not pairs:
+        return []
+    missed = [r for r in pairs if not r.met]
+    out = (
+        "Where the time goes: the inner token alone costs "
+        f"{bare.ours_us:.0f} µs through our JWS path against {bare.raw_us:.0f} µs for its "
+        f"raw RS256 verify ({bare.ours_us - bare.raw_us:.0f} µs of strict base64url and "
+        "JSON parsing of header and payload, claim checks and key selection, which the "
+        "raw reference does not do). Every pair pays that first."
+    )
+    if missed:
+        from bench.jwe_bench import GOAL
+
+        worst = min(missed, key=lambda r: r.ratio)
+        budget = worst.raw_us / GOAL
+        out += (
+            f" For the {len(missed)} of {len(pairs)} pairs still under {GOAL}× the "
+            "primitives are cheap, so this fixed cost decides the ratio. The worst, "
+            f"{worst.case} at {worst.ratio:.2f}, decrypts in "
+            f"{worst.ours_us - bare.ours_us:.0f} µs of ours against "
+            f"{worst.raw_us - bare.raw_us:.0f} µs raw; the goal would need the whole token "
+            f"under {budget:.0f} µs, "
+        )
+        if budget <= bare.ours_us:
+            out += f"less than the inner JWS path alone ({bare.ours_us:.0f} µs)."
+        else:
+            out += (
+                f"which leaves {budget - bare.ours_us:.0f} µs for decryption once the "
+                "inner JWS path is paid."
+            )
+    else:
+        out += " With it, every pair meets the goal."
+    return [out, ""]
 
 
 def tracing_cost(data: dict[str, Any] | None) -> list[str]:

@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "ours_us": r.ours_us,
                         "raw_us": r.raw_us,
                         "check_us": r.check_us,
+                        "reference": r.reference,
                     }
                     for r in rows
                 ]
