@@ -168,8 +168,8 @@ def test_a_cycle_through_a_package_is_found() -> None:
 
 
 def test_deployment_tools_stay_outside_the_server() -> None:
-    """The Envoy config renderer (`deploy/`) is a tool run beside the server: it imports
-    nothing of the server, and only the demo (which starts an Envoy) imports it."""
+    """The config renderers (`deploy/`: Envoy, nginx, Caddy) are tools run beside the server: they
+    import nothing of the server, and only the demo (which starts the proxies) imports them."""
     graph = import_graph()
     assert graph["deploy"] == {}
     importers = {node: graph[node]["deploy"] for node in graph if "deploy" in graph[node]}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ext_authz.http.proxies import ProxySite, caddyfile, nginx_server_block
+from ext_authz.deploy.proxies import ProxySite, caddyfile, nginx_server_block
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "proxies.md"
 SITE = ProxySite("0.0.0.0:8080", "127.0.0.1:9080", "127.0.0.1:9200")

