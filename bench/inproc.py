@@ -37,7 +37,6 @@ from ext_authz.decision_log import log_decision
 from ext_authz.envoy.request import request_view
 from ext_authz.envoy.response import check_response
 from ext_authz.envoy.server import AuthorizationService
-from ext_authz.keys.jwks import KeySet
 from ext_authz.log import configure
 from ext_authz.memo import AnswerMemo
 from ext_authz.policy.claim_headers import MAX_HEADER_VALUE_BYTES, claim_headers, unsafe_reason
@@ -155,14 +154,6 @@ def joserfc_decoder(issuer: BenchIssuer, token: str) -> Callable[[int], object]:
     return decode
 
 
-def static_keys(policy: Policy) -> StaticKeys:
-    keys: dict[str, KeySet] = {}
-    for name, issuer in policy.issuers.items():
-        if issuer.source.static_keys is not None:
-            keys[name] = issuer.source.static_keys
-    return StaticKeys(keys)
-
-
 def view_for(token: str) -> RequestView:
     return request_view(check_request(token))
 
@@ -208,7 +199,7 @@ def measure_algorithm(
     group = issuer.alg
     token = mint(issuer)
     clock = SystemClock()
-    keys = static_keys(policy)
+    keys = StaticKeys.of(policy)
     view = view_for(token)
     proto = check_request(token)
     rows: list[Row] = []
@@ -312,7 +303,7 @@ def measure_edge(
     proto = check_request(token)
     wire = proto.SerializeToString()
     clock = SystemClock()
-    authorizer = Authorizer(lambda: policy, static_keys(policy), clock, VerifiedTokenCache(clock))
+    authorizer = Authorizer(lambda: policy, StaticKeys.of(policy), clock, VerifiedTokenCache(clock))
     view = view_for(token)
     decision = authorizer.check(view)
     _expect_allow(decision)
@@ -407,7 +398,7 @@ def profile_servicer(
 ) -> dict[str, Any]:
     """cProfile of the servicer Check for a seen token and for unique tokens, INFO log."""
     clock = SystemClock()
-    keys = static_keys(policy)
+    keys = StaticKeys.of(policy)
     seen = check_request(mint(issuer))
     service = AuthorizationService(
         Authorizer(lambda: policy, keys, clock, VerifiedTokenCache(clock)), policy.realm

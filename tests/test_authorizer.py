@@ -49,16 +49,6 @@ def make_policy(tmp_path: Path) -> Policy:
     )
 
 
-def keys_of(policy: Policy) -> StaticKeys:
-    return StaticKeys(
-        {
-            name: issuer.source.static_keys
-            for name, issuer in policy.issuers.items()
-            if issuer.source.static_keys is not None
-        }
-    )
-
-
 def request(
     path: str = "/api/orders",
     method: str = "GET",
@@ -78,7 +68,7 @@ def policy(tmp_path: Path) -> Policy:
 
 @pytest.fixture
 def authorizer(policy: Policy) -> Authorizer:
-    return Authorizer(lambda: policy, keys_of(policy), FixedClock(NOW))
+    return Authorizer(lambda: policy, StaticKeys.of(policy), FixedClock(NOW))
 
 
 def _hs256_with_public_pem() -> str:
@@ -268,7 +258,7 @@ def test_no_route_is_a_deny(tmp_path: Path) -> None:
 
     routes = "routes:\n  - name: only\n    match: { path: /only }\n    allow: anonymous\n"
     policy = compile_policy_text(policy_yaml(CORP, routes=routes), label="p", base_dir=tmp_path)
-    authorizer = Authorizer(lambda: policy, keys_of(policy), FixedClock(NOW))
+    authorizer = Authorizer(lambda: policy, StaticKeys.of(policy), FixedClock(NOW))
     decision = authorizer.check(request(path="/other", token=mint(CORP)))
     assert isinstance(decision, Deny)
     assert decision.reason is R.NO_ROUTE
@@ -449,7 +439,7 @@ TYPED: dict[str, tuple[dict[str, Any], DenialReason | None]] = {
 def test_issuer_token_types(name: str, tmp_path: Path) -> None:
     policy = _typed_policy(tmp_path, "[at+jwt]")
     assert policy.issuers["corp"].token_types == frozenset({"application/at+jwt"})
-    authorizer = Authorizer(lambda: policy, keys_of(policy), FixedClock(NOW))
+    authorizer = Authorizer(lambda: policy, StaticKeys.of(policy), FixedClock(NOW))
     header, expect = TYPED[name]
     decision = authorizer.check(request(token=mint(CORP, headers=header)))
     if expect is None:

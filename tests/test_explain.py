@@ -97,9 +97,7 @@ CASES: dict[str, Callable[[], RequestView]] = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_explain_matches_golden(name: str, policy: Policy) -> None:
-    keys = StaticKeys(
-        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
-    )
+    keys = StaticKeys.of(policy)
     request = CASES[name]()
     result = explain(policy, keys, request, FixedClock(NOW))
     text = result.text()
@@ -115,7 +113,7 @@ def test_explain_matches_golden(name: str, policy: Policy) -> None:
 
 
 def test_header_values_only_with_show_values(policy: Policy) -> None:
-    keys = StaticKeys({"corp": policy.issuers["corp"].source.static_keys})  # type: ignore[dict-item]
+    keys = StaticKeys.of(policy)
     request = req("/api/orders", mint(CORP, sub="secret-subject"))
     hidden = explain(policy, keys, request, FixedClock(NOW)).text()
     shown = explain(policy, keys, request, FixedClock(NOW), show_values=True).text()
@@ -246,9 +244,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @given(request=requests(), text=policies())
 def test_explain_and_the_server_agree(request: RequestView, text: str, workdir: Path) -> None:
     policy = compile_policy_text(text, label="policy.yaml", base_dir=workdir)
-    keys = StaticKeys(
-        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
-    )
+    keys = StaticKeys.of(policy)
     server = Authorizer(lambda: policy, keys, FixedClock(NOW)).check(request)
     result = explain(policy, keys, request, FixedClock(NOW))
     assert result.decision == server
@@ -274,7 +270,7 @@ def test_a_refused_header_value_is_shown_as_the_failure() -> None:
     )
     text = policy_yaml(CORP, routes=routes)
     policy = compile_policy_text(text, label="policy.yaml", base_dir=Path("."))
-    keys = StaticKeys({"corp": policy.issuers["corp"].source.static_keys})  # type: ignore[dict-item]
+    keys = StaticKeys.of(policy)
     request = req("/api/orders", mint(CORP, nickname="a\r\nb"))
     result = explain(policy, keys, request, FixedClock(NOW))
     assert isinstance(result.decision, Deny)

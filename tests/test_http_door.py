@@ -36,16 +36,6 @@ class Logged:
         self.lines.append((decision, decision_id))
 
 
-def static_keys(policy: Policy) -> StaticKeys:
-    return StaticKeys(
-        {
-            name: issuer.source.static_keys
-            for name, issuer in policy.issuers.items()
-            if issuer.source.static_keys is not None
-        }
-    )
-
-
 def make_policy(tmp_path: Path) -> Policy:
     return compile_policy_text(policy_yaml(CORP, PARTNER), label="policy.yaml", base_dir=tmp_path)
 
@@ -79,7 +69,7 @@ def start_door(runtime: Runtime, limits: HttpLimits | None = None) -> tuple[Http
 @pytest.fixture
 def door(tmp_path: Path) -> Iterator[Door]:
     policy = make_policy(tmp_path)
-    running, port, logged = start_door(Runtime(policy, static_keys(policy)))
+    running, port, logged = start_door(Runtime(policy, StaticKeys.of(policy)))
     try:
         yield Door(running, port, logged)
     finally:
@@ -191,7 +181,7 @@ def test_deny_is_the_same_answer_as_the_grpc_door(door: Door, tmp_path: Path) ->
 
     policy = make_policy(tmp_path)
     service = AuthorizationService(
-        Authorizer(lambda: policy, static_keys(policy), FixedClock(NOW)), observers=[]
+        Authorizer(lambda: policy, StaticKeys.of(policy), FixedClock(NOW)), observers=[]
     )
     for token in (None, mint(CORP, exp=NOW - 3600), mint(CORP, scope="none"), "a,b"):
         headers = {} if token is None else {"authorization": f"Bearer {token}"}
@@ -336,7 +326,7 @@ def test_oversized_requests_are_refused(door: Door, raw: bytes, status: int) -> 
 def test_slow_request_head_times_out_and_idle_connection_is_closed(tmp_path: Path) -> None:
     policy = make_policy(tmp_path)
     running, port, _ = start_door(
-        Runtime(policy, static_keys(policy)), HttpLimits(header_timeout=1.0, idle_timeout=1.5)
+        Runtime(policy, StaticKeys.of(policy)), HttpLimits(header_timeout=1.0, idle_timeout=1.5)
     )
     try:
         slow = Wire(port)
@@ -392,7 +382,7 @@ def test_a_refetch_runs_on_a_thread_and_other_connections_go_on(tmp_path: Path) 
         base_dir=tmp_path,
     )
     keys = RotatingKeys(
-        static_keys(compile_policy_text(policy_yaml(CORP, PARTNER), label="p", base_dir=tmp_path))
+        StaticKeys.of(compile_policy_text(policy_yaml(CORP, PARTNER), label="p", base_dir=tmp_path))
     )
     running, port, _ = start_door(Runtime(policy, keys))
     try:
@@ -415,7 +405,7 @@ def test_a_refetch_runs_on_a_thread_and_other_connections_go_on(tmp_path: Path) 
 def test_a_non_ascii_realm_is_answered(tmp_path: Path) -> None:
     text = policy_yaml(CORP, PARTNER).replace("realm: orders", "realm: 注文")
     policy = compile_policy_text(text, label="policy.yaml", base_dir=tmp_path)
-    running, port, _ = start_door(Runtime(policy, static_keys(policy)))
+    running, port, _ = start_door(Runtime(policy, StaticKeys.of(policy)))
     try:
         wire = Wire(port)
         wire.send(request("GET", "/envoy/api/orders"))
@@ -428,7 +418,7 @@ def test_a_non_ascii_realm_is_answered(tmp_path: Path) -> None:
 
 def test_reuse_port_lets_two_doors_share_a_port(tmp_path: Path) -> None:
     policy = make_policy(tmp_path)
-    runtime = Runtime(policy, static_keys(policy))
+    runtime = Runtime(policy, StaticKeys.of(policy))
     first, port = build_http_door("127.0.0.1:0", lambda: runtime, reuse_port=True)
     try:
         second, same = build_http_door(f"127.0.0.1:{port}", lambda: runtime, reuse_port=True)
@@ -448,7 +438,7 @@ def test_a_repeated_token_is_answered_from_the_memo_on_every_endpoint(tmp_path: 
     from ext_authz.tokens.cache import VerifiedTokenCache
 
     policy = make_policy(tmp_path)
-    runtime = Runtime(policy, static_keys(policy))
+    runtime = Runtime(policy, StaticKeys.of(policy))
     clock = FixedClock(NOW)
     tokens = VerifiedTokenCache(clock)
     memo: AnswerMemo[None] = AnswerMemo(lambda: runtime, tokens, clock)

@@ -91,9 +91,7 @@ routes:
 
 
 def decide(policy: Policy, path: str, headers: dict[str, str]) -> Allow | Deny:
-    keys = StaticKeys(
-        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
-    )
+    keys = StaticKeys.of(policy)
     view = RequestView(method="GET", path=path, host="a", headers=headers)
     return Authorizer(lambda: policy, keys, FixedClock(NOW)).check(view)
 
@@ -137,9 +135,7 @@ def test_both_doors_read_a_cookie_token(tmp_path: Path) -> None:
     from tests.support.http_wire import Wire, request
 
     p = policy(tmp_path, route_extra="    token_from: { cookies: [session] }")
-    keys = StaticKeys(
-        {n: i.source.static_keys for n, i in p.issuers.items() if i.source.static_keys}
-    )
+    keys = StaticKeys.of(p)
     token = mint(CORP)
     check = external_auth_pb2.CheckRequest()
     http = check.attributes.request.http

@@ -103,13 +103,7 @@ def compile_text(text: str, base_dir: Path) -> Policy:
 
 
 def authorizer_for(policy: Policy, cache: VerifiedTokenCache | None = None) -> Authorizer:
-    keys = StaticKeys(
-        {
-            name: issuer.source.static_keys
-            for name, issuer in policy.issuers.items()
-            if issuer.source.static_keys is not None
-        }
-    )
+    keys = StaticKeys.of(policy)
     return Authorizer(lambda: policy, keys, FixedClock(NOW), cache)
 
 
@@ -1003,9 +997,7 @@ def test_explain_gives_the_servers_verdict_on_every_refusal(
 ) -> None:
     case = REFUSALS[name]
     view = request(case.token, raw=case.raw_authorization)
-    keys = StaticKeys(
-        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
-    )
+    keys = StaticKeys.of(policy)
     result = explain(policy, keys, view, FixedClock(NOW))
     assert result.decision == authorizer.check(view)
     failed = [line for line in result.text().splitlines() if ": FAILED " in line]
@@ -1013,9 +1005,7 @@ def test_explain_gives_the_servers_verdict_on_every_refusal(
 
 
 def test_explain_shows_the_decryption_steps(policy: Policy) -> None:
-    keys = StaticKeys(
-        {n: i.source.static_keys for n, i in policy.issuers.items() if i.source.static_keys}
-    )
+    keys = StaticKeys.of(policy)
     text = explain(policy, keys, request(_provider_token()), FixedClock(NOW)).text()
     assert "decryption: alg RSA-OAEP-256, enc A256GCM, key enc-rsa-1" in text
     assert "nested token: a signed JWT" in text

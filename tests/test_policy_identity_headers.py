@@ -52,7 +52,7 @@ def policy(tmp_path: Path) -> Policy:
 
 @pytest.fixture
 def authorizer(policy: Policy) -> Authorizer:
-    keys = StaticKeys({"corp": policy.issuers["corp"].source.static_keys})  # type: ignore[dict-item]
+    keys = StaticKeys.of(policy)
     return Authorizer(lambda: policy, keys, FixedClock(NOW))
 
 
