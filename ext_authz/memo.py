@@ -205,8 +205,19 @@ class AnswerMemo(Generic[T]):
             self._bytes -= entries.pop(key).size
         keep = self._maxsize - max(1, self._maxsize // 10)
         keep_bytes = self._max_bytes - max(size, self._max_bytes // 10)
-        while entries and (len(entries) > keep or self._bytes > keep_bytes):
-            self._bytes -= entries.pop(next(iter(entries))).size
+        # the oldest first, in one pass over the front of the dict (popping them one at
+        # a time would walk the growing run of freed slots again for each)
+        left, held = len(entries), self._bytes
+        oldest = []
+        for key, entry in entries.items():
+            if left <= keep and held <= keep_bytes:
+                break
+            oldest.append(key)
+            left -= 1
+            held -= entry.size
+        for key in oldest:
+            del entries[key]
+        self._bytes = held
 
     def __len__(self) -> int:
         return len(self._entries)
