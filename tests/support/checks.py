@@ -25,6 +25,7 @@ from ext_authz.envoy.server import AuthorizationService
 from ext_authz.keys.jwks import KeySet
 from ext_authz.keys.store import IssuerKeys, KeyStatus
 from ext_authz.policy.model import Policy
+from tests.support.doubles import static_key_sets
 
 DECISION_LOGGER = "ext_authz.decision"
 
@@ -167,13 +168,7 @@ class RecordingKeys:
 
     @classmethod
     def of(cls, policy: Policy) -> RecordingKeys:
-        return cls(
-            {
-                name: issuer.source.static_keys
-                for name, issuer in policy.issuers.items()
-                if issuer.source.static_keys is not None
-            }
-        )
+        return cls(static_key_sets(policy))
 
     def current(self, issuer: str) -> IssuerKeys:
         with self._lock:

@@ -29,6 +29,15 @@ class FixedClock:
         self._mono += seconds
 
 
+def static_key_sets(policy: Policy) -> dict[str, KeySet]:
+    """The static keys (`jwks_file`, inline `jwks`) of the policy's issuers, by issuer."""
+    return {
+        name: issuer.source.static_keys
+        for name, issuer in policy.issuers.items()
+        if issuer.source.static_keys is not None
+    }
+
+
 class StaticKeys:
     """A `KeyProvider` over fixed key sets: every issuer's keys are static, a refetch
     finds nothing new."""
@@ -39,13 +48,7 @@ class StaticKeys:
     @classmethod
     def of(cls, policy: Policy) -> StaticKeys:
         """The static keys (`jwks_file`, inline `jwks`) of the policy's issuers."""
-        return cls(
-            {
-                name: issuer.source.static_keys
-                for name, issuer in policy.issuers.items()
-                if issuer.source.static_keys is not None
-            }
-        )
+        return cls(static_key_sets(policy))
 
     def current(self, issuer: str) -> IssuerKeys:
         return self._keys.get(issuer, IssuerKeys(None, KeyStatus.FAILED))
