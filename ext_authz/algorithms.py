@@ -20,7 +20,6 @@ class SignatureAlgorithm:
     scheme: str  # RFC 7518 section 3: "pkcs1", "pss" or "ecdsa"; "eddsa" (RFC 8037)
     hash_bits: int = 0  # the SHA-2 hash of the scheme (0: EdDSA hashes internally)
     curve: str | None = None  # EC and OKP keys: the one curve it runs on
-    coordinate_bytes: int = 0  # ECDSA: the size of each of `r` and `s` in a signature
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,9 +60,9 @@ SIGNATURES: Final = _by_name(
     SignatureAlgorithm("PS256", "RSA", "pss", 256),
     SignatureAlgorithm("PS384", "RSA", "pss", 384),
     SignatureAlgorithm("PS512", "RSA", "pss", 512),
-    SignatureAlgorithm("ES256", "EC", "ecdsa", 256, "P-256", 32),
-    SignatureAlgorithm("ES384", "EC", "ecdsa", 384, "P-384", 48),
-    SignatureAlgorithm("ES512", "EC", "ecdsa", 512, "P-521", 66),
+    SignatureAlgorithm("ES256", "EC", "ecdsa", 256, "P-256"),
+    SignatureAlgorithm("ES384", "EC", "ecdsa", 384, "P-384"),
+    SignatureAlgorithm("ES512", "EC", "ecdsa", 512, "P-521"),
     SignatureAlgorithm("EdDSA", "OKP", "eddsa", curve="Ed25519"),
 )
 KEY_MANAGEMENT: Final = _by_name(
@@ -82,6 +81,10 @@ CONTENT_ENCRYPTION: Final = _by_name(
     ContentEncryption("A128CBC-HS256", cek_bytes=32, iv_bytes=16, tag_bytes=16),
     ContentEncryption("A256CBC-HS512", cek_bytes=64, iv_bytes=16, tag_bytes=32),
 )
+
+# The size of one coordinate of a point on each NIST curve (RFC 7518 section 6.2.1.2):
+# of `x` and `y` in an EC key, and of each of `r` and `s` in an ECDSA signature.
+COORDINATE_BYTES: Final = MappingProxyType({"P-256": 32, "P-384": 48, "P-521": 66})
 
 # The curves ECDH-ES key agreement runs on (our decryption keys), by key type.
 ECDH_CURVES: Final = MappingProxyType(

@@ -190,8 +190,6 @@ def _prepared(key: JoseKey) -> tuple[PrivateKey | None, bytes]:
     if isinstance(key, OctKey):
         return None, key.raw_value
     private = key.private_key
-    if isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        return private, b""
-    if isinstance(private, x25519.X25519PrivateKey):
+    if isinstance(private, PrivateKey):
         return private, b""
     raise JwkRefused("not a private key for decryption")

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, x25519
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
-from ext_authz.algorithms import CONTENT_ENCRYPTION, KEY_MANAGEMENT
+from ext_authz.algorithms import CONTENT_ENCRYPTION, COORDINATE_BYTES, KEY_MANAGEMENT
 from ext_authz.keys.decryption_keys import DecryptionKey
 from ext_authz.tokens.jwe_header import Agreement
 
@@ -41,10 +41,10 @@ _OAEP = {
     for name, row in KEY_MANAGEMENT.items()
     if row.oaep_digest is not None
 }
-_EC_CURVES: Mapping[str, tuple[ec.EllipticCurve | None, int]] = {
-    "P-256": (ec.SECP256R1(), 32),
-    "P-384": (ec.SECP384R1(), 48),
-    "P-521": (ec.SECP521R1(), 66),
+_EC_CURVES: Mapping[str, ec.EllipticCurve] = {
+    "P-256": ec.SECP256R1(),
+    "P-384": ec.SECP384R1(),
+    "P-521": ec.SECP521R1(),
 }
 X25519_BYTES = 32
 
@@ -109,7 +109,8 @@ def _agree(key: DecryptionKey, agreement: Agreement) -> bytes:
     if agreement.x is None:
         raise KeyMismatch
     if isinstance(private, ec.EllipticCurvePrivateKey):
-        curve, coordinate = _EC_CURVES.get(agreement.crv, (None, 0))
+        curve = _EC_CURVES.get(agreement.crv)
+        coordinate = COORDINATE_BYTES.get(agreement.crv)
         y = agreement.y
         if curve is None or y is None or len(agreement.x) != coordinate or len(y) != coordinate:
             raise KeyMismatch

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from ext_authz.algorithms import SIGNATURES, SignatureAlgorithm
+from ext_authz.algorithms import COORDINATE_BYTES, SIGNATURES, SignatureAlgorithm
 from ext_authz.errors import DenialReason, Denied
 from ext_authz.keys.jwks import KeySet, VerificationKey
 from ext_authz.tokens.format import SignedToken
@@ -82,7 +82,8 @@ def _verifier(row: SignatureAlgorithm) -> _Verify:
     if row.scheme == "pss":
         return _pss(digest)
     if row.scheme == "ecdsa":
-        return _ecdsa(digest, row.coordinate_bytes)
+        assert row.curve is not None
+        return _ecdsa(digest, COORDINATE_BYTES[row.curve])
     raise ValueError(f"no verifier for scheme {row.scheme}")
 
 
